@@ -1,0 +1,1 @@
+"""The engine: clock, pacing, routing, statistics and the real-time loop."""
