@@ -1,0 +1,61 @@
+"""The Endpoint contract: a transport opened from a URL, read and written by the loop.
+
+An endpoint moves bytes only. It never decodes, never blocks the real-time loop (sockets and
+devices are non-blocking) and never raises out of ``recv``/``send`` for a peer's behaviour:
+a refused send returns False and the caller counts it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from bridge.endpoints.url import EndpointURL
+
+Address = Any  # a socket address tuple, or None for endpoints without peers
+
+
+class Endpoint(ABC):
+    """A non-blocking transport. Inputs are polled by ``fileno``; outputs are written by ``send``."""
+
+    scheme: ClassVar[str]
+    KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help
+    datagram: ClassVar[bool] = True  # False for byte streams: recv returns chunks to a decoder
+
+    def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
+        if role not in ("in", "out"):
+            raise ValueError(f"role must be 'in' or 'out', got {role!r}")
+        self.url = url
+        self.role = role
+        self.options = dict(options)
+
+    @abstractmethod
+    def open(self) -> None:
+        """Bind, connect or open the device; EndpointError with a clear message on failure."""
+
+    @abstractmethod
+    def fileno(self) -> int:
+        """The descriptor the loop polls for readability (inputs)."""
+
+    @abstractmethod
+    def recv(self) -> tuple[bytes | memoryview, Address] | None:
+        """One pending datagram (or stream chunk) and its sender; None when nothing is pending.
+
+        A returned memoryview is valid only until the next ``recv``.
+        """
+
+    @abstractmethod
+    def send(self, data: bytes) -> bool:
+        """Hand ``data`` to the kernel without blocking; False when it was refused."""
+
+    def overflow_drops(self) -> int:
+        """Datagrams the kernel dropped before we read them, since open (0 when unknown)."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release the socket or device; idempotent."""
+
+    def describe(self) -> str:
+        """The URL and, once open, what it is bound or connected to (for logs)."""
+        return str(self.url)
