@@ -9,7 +9,7 @@ import importlib
 
 from bridge.codecs.base import Codec, Option
 
-__all__ = ["CODECS", "Codec", "Option", "codec_class", "format_names"]
+__all__ = ["CODECS", "STREAM_CODECS", "Codec", "Option", "codec_class", "format_names"]
 
 # name -> "module:Class"; stream formats for serial links (board, edvs) live beside these.
 CODECS: dict[str, str] = {
@@ -17,6 +17,13 @@ CODECS: dict[str, str] = {
     "native": "bridge.codecs.native:NativeCodec",
     "eieio": "bridge.codecs.eieio:EieioCodec",
     "spif": "bridge.codecs.spif:SpifCodec",
+}
+
+
+# name -> "module:Class" of stream decoders/encoders for byte-stream links (serial).
+STREAM_CODECS: dict[str, str] = {
+    "board": "bridge.codecs.board:BoardCodec",
+    "edvs": "bridge.codecs.edvs:EdvsCodec",
 }
 
 
