@@ -49,6 +49,16 @@ class Endpoint(ABC):
     def send(self, data: bytes) -> bool:
         """Hand ``data`` to the kernel without blocking; False when it was refused."""
 
+    def reopen(self, now_ns: int) -> bool:
+        """Called by the loop while this endpoint is down; True once it is open again.
+
+        ``recv``/``send`` raise EndpointError when the transport is gone (a serial port
+        unplugged); the loop then unregisters the endpoint and calls ``reopen`` each tick.
+        The endpoint keeps its own backoff schedule, measured against ``now_ns`` (monotonic).
+        Endpoints that cannot come back return False.
+        """
+        return False
+
     def overflow_drops(self) -> int:
         """Datagrams the kernel dropped before we read them, since open (0 when unknown)."""
         return 0
