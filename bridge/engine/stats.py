@@ -21,7 +21,7 @@ BUCKET_EDGES_NS: tuple[int, ...] = (
 
 def bucket_edges(miss_ns: int = DEFAULT_MISS_NS) -> tuple[int, ...]:
     """The standard edges with ``miss_ns`` added as an edge when it is not already one."""
-    if not 0 < miss_ns:
+    if not miss_ns > 0:
         raise ValueError(f"miss threshold must be > 0 ns, got {miss_ns}")
     return tuple(sorted(set(BUCKET_EDGES_NS) | {miss_ns}))
 
@@ -73,7 +73,7 @@ class EndpointStats:
 
     __slots__ = (
         "accepted", "direction", "drops", "frames", "lost", "name", "one_way", "reordered",
-        "spikes",
+        "spikes", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:
@@ -88,6 +88,7 @@ class EndpointStats:
         self.lost = 0        # sequence gaps seen on the wire (frames the peer sent, never came)
         self.reordered = 0   # accepted but arrived after a later sequence number
         self.one_way = Histogram()
+        self.up = 1          # 0 while the transport is gone and the loop is reopening it
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for ``reason`` (a DROP_REASONS name); not for the hot path."""
@@ -110,10 +111,23 @@ class BridgeStats:
     """All counters of one running bridge; the loop owns it and the collector reads it."""
 
     __slots__ = (
-        "deadline_misses", "frame_latency", "inputs", "loop_ticks", "miss_ns", "outputs",
-        "processor_errors", "realtime_factor", "serial_crc_errors", "serial_reconnects",
-        "started_ns", "step_lateness", "steps", "steps_skipped", "last_tick_ns",
+        "deadline_misses",
+        "frame_latency",
+        "inputs",
+        "last_tick_ns",
+        "loop_ticks",
+        "miss_ns",
+        "outputs",
+        "processor_errors",
+        "realtime_factor",
+        "serial_crc_errors",
+        "serial_reconnects",
+        "started_ns",
+        "step_lateness",
+        "steps",
+        "steps_skipped",
         "watchdog_pings",
+        "watchdog_usec",
     )
 
     def __init__(self, miss_ns: int = DEFAULT_MISS_NS) -> None:
@@ -129,6 +143,7 @@ class BridgeStats:
         self.realtime_factor = 0.0
         self.processor_errors = 0
         self.watchdog_pings = 0
+        self.watchdog_usec = 0      # the service manager's watchdog timeout; 0 when none
         self.serial_reconnects = 0
         self.serial_crc_errors = 0
         self.loop_ticks = 0
