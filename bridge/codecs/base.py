@@ -55,7 +55,7 @@ class Codec(ABC):
     def from_options(
         cls, neurons: int, options: Mapping[str, str], *, keys: tuple[bytes, ...] = ()
     ) -> Codec:
-        """Build from URL query strings; KeyError names an unknown option, ValueError a bad value."""
+        """Build from URL query strings: KeyError (unknown option), ValueError (bad value)."""
         kwargs: dict[str, Any] = {}
         for name, text in options.items():
             spec = cls.OPTIONS.get(name)

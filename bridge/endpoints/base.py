@@ -17,7 +17,7 @@ Address = Any  # a socket address tuple, or None for endpoints without peers
 
 
 class Endpoint(ABC):
-    """A non-blocking transport. Inputs are polled by ``fileno``; outputs are written by ``send``."""
+    """A non-blocking transport: inputs are polled by ``fileno``, outputs written by ``send``."""
 
     scheme: ClassVar[str]
     KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help

@@ -39,6 +39,12 @@ class Processor(ABC):
         (compilation) so that the service layer can extend its start-up timeout.
         """
 
+    def configure(self, settings: Any) -> None:  # noqa: B027 - optional hook, empty by default
+        """Receive the parsed config section named after this kind (``[brian2]``), or None."""
+
+    def begin_run(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Prepare repetition 2, 3, ...; called outside the deadline schedule (may be slow)."""
+
     @abstractmethod
     def step(self, ids: IdArray, now_ns: int) -> IdArray:
         """Process one frame (relay) or one step's merged input (stepped); return output ids."""

@@ -1,0 +1,72 @@
+"""The ``spikebridge`` command: a table of subcommands, each a thin ``main(argv) -> int``.
+
+Subcommand modules are imported only when chosen, so ``spikebridge send`` never pays for
+Brian2 or matplotlib. Exit codes: 0 success, 1 runtime failure, 2 bad config or arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+from bridge import __version__
+
+# name -> ("module:function", one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bridge.service.daemon:main", "run the bridge daemon from a config or --in/--out"),
+    "check": ("bridge.tools.check:main", "validate a config file and exit (0 ok, 2 bad)"),
+    "send": ("bridge.tools.send:main", "send spike frames to an endpoint URL"),
+    "listen": ("bridge.tools.listen:main", "print the frames arriving at an endpoint URL"),
+    "demo": ("bridge.tools.demo:main", "a self-contained loopback demo with live figures"),
+    "record": ("bridge.record.recorder_cli:main", "record frames from a URL to a .sbr file"),
+    "replay": ("bridge.record.player_cli:main", "replay a .sbr file to a URL, original timing"),
+    "plot": ("bridge.record.plot:main", "draw a raster plot of a .sbr file"),
+    "convert": ("bridge.record.convert:main", "convert .sbr to and from CSV / NumPy .npz"),
+    "top": ("bridge.record.top:main", "live terminal view of an endpoint or a running daemon"),
+    "emulate": ("bridge.emulate.cli:main", "run an eDVS or board emulator behind a pty"),
+    "prebuild": ("bridge.prebuild:main", "compile a config's Brian2 network ahead of time"),
+    "bench": ("bridge.bench:main", "benchmarks: relay, stepped, serial, ..."),
+}
+
+
+def usage() -> str:
+    """The top-level help text."""
+    width = max(len(n) for n in COMMANDS)
+    lines = [
+        "usage: spikebridge COMMAND [ARGS...]",
+        "",
+        "A real-time bridge for spiking neural networks: UDP peers, Brian2, serial boards.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
+        "",
+        "Run 'spikebridge COMMAND --help' for a command's options.",
+        "Endpoint URLs: udp://HOST:PORT, mcast://GROUP:PORT, serial:DEVICE, file:PATH.sbr,",
+        "loop://NAME, each with ?format=...&neurons=...&offset=... (see docs/architecture.md).",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the process exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(f"spikebridge {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    entry = COMMANDS.get(name)
+    if entry is None:
+        print(f"spikebridge: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, _, func = entry[0].partition(":")
+    try:
+        target = getattr(importlib.import_module(module), func)
+    except ImportError as exc:
+        print(f"spikebridge {name}: not available in this installation: {exc}", file=sys.stderr)
+        return 1
+    code: int = target(rest)
+    return code

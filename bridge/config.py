@@ -1,0 +1,305 @@
+"""Configuration: TOML (or CLI flags) -> frozen dataclasses, validated before anything starts.
+
+Every error is a ConfigError naming the key path and the value. Nothing here opens a socket,
+a device or a file other than the config and key files it is asked to read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bridge.endpoints import EndpointSpec, endpoint_spec
+from bridge.endpoints.url import EndpointURL, parse_url
+from bridge.engine.pacer import POLICIES
+from bridge.errors import ConfigError
+from bridge.processors import SPEC_GRAMMAR
+
+MODES = ("relay", "stepped")
+
+# Sections owned by other subsystems: name -> "module:function" taking (table, key path) and
+# returning a frozen settings object (ConfigError on a bad key).
+SECTION_PARSERS: dict[str, str] = {
+    "realtime": "bridge.engine.realtime:parse_config",
+    "record": "bridge.record.config:parse_config",
+    "brian2": "bridge.processors.brian2:parse_config",
+    "watchdog": "bridge.service.watchdog:parse_config",
+}
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Where the Prometheus endpoint listens; ``listen`` None means no metrics server."""
+
+    listen: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """One bridge: its node, mode, processor, endpoints and the subsystem sections."""
+
+    inputs: tuple[EndpointSpec, ...]
+    outputs: tuple[EndpointSpec, ...]
+    node: int = 1
+    mode: str = "relay"
+    processor: str = "relay"
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    dt_ns: int = 1_000_000
+    policy: str = "catch-up"
+    spin_ns: int = 0
+    miss_ns: int = 1_000_000
+    duration_ns: int | None = None
+    repetitions: int = 1
+    queue_frames: int = 4096
+    max_age_ns: int | None = None
+    metrics: MetricsConfig = MetricsConfig()
+    sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    source: str = "<cli>"
+
+    def section(self, name: str) -> Any:
+        """The parsed settings of subsystem section ``name``, or None when absent."""
+        return self.sections.get(name)
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _get(
+    table: Mapping[str, Any], key: str, path: str, kinds: tuple[type, ...], default: Any
+) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if isinstance(value, bool) and bool not in kinds:
+        raise ConfigError(f"expected a number, got {value!r}", key=f"{path}.{key}")
+    if not isinstance(value, kinds):
+        want = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(
+            f"expected {want}, got {_type_name(value)} {value!r}", key=f"{path}.{key}"
+        )
+    return value
+
+
+def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = False) -> int:
+    ns = round(float(value) * unit_ns)
+    if ns < 0 or (ns == 0 and not allow_zero):
+        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key)
+    return ns
+
+
+def parse_listen(text: str, key: str = "metrics.listen") -> tuple[str, int]:
+    """Parse ``HOST:PORT`` for a listening socket."""
+    try:
+        return EndpointURL("udp", text).host_port()
+    except ConfigError:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", key=key) from None
+
+
+def _endpoints(items: Any, role: str, path: str) -> tuple[EndpointSpec, ...]:
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ConfigError("expected an array of tables ([[...]]) or of URL strings", key=path)
+    specs = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]"
+        if isinstance(item, str):
+            text = item
+            extra: dict[str, str] = {}
+        elif isinstance(item, dict):
+            if "url" not in item:
+                raise ConfigError("missing url", key=where)
+            text = item["url"]
+            if not isinstance(text, str):
+                raise ConfigError(f"expected a URL string, got {text!r}", key=f"{where}.url")
+            extra = {}
+            for k, v in item.items():
+                if k == "url":
+                    continue
+                if isinstance(v, bool):
+                    v = "1" if v else "0"
+                if isinstance(v, list):
+                    v = ",".join(str(x) for x in v)
+                if not isinstance(v, str | int | float):
+                    raise ConfigError(f"expected a scalar, got {v!r}", key=f"{where}.{k}")
+                extra[k] = str(v)
+        else:
+            raise ConfigError(f"expected a URL or a table, got {item!r}", key=where)
+        try:
+            url = parse_url(text)
+            for k in extra:
+                if k in url.params:
+                    raise ConfigError(f"{k} given both in the URL and as a key", key=f"{where}.{k}")
+            specs.append(endpoint_spec(url.with_params(**extra), role, i))
+        except ConfigError as exc:
+            raise ConfigError(str(exc), key=where) from None
+    return tuple(specs)
+
+
+def _section(name: str, table: Any) -> Any:
+    target = SECTION_PARSERS[name]
+    module, _, attr = target.partition(":")
+    try:
+        parse: Callable[[Mapping[str, Any], str], Any] = getattr(
+            importlib.import_module(module), attr
+        )
+    except (ImportError, AttributeError):
+        raise ConfigError(f"section [{name}] is not supported by this build", key=name) from None
+    if not isinstance(table, dict):
+        raise ConfigError("expected a table", key=name)
+    return parse(table, name)
+
+
+BRIDGE_KEYS = {
+    "node", "mode", "processor", "dt_ms", "policy", "spin_us", "miss_us", "duration_s",
+    "repetitions", "queue_frames", "max_age_ms",
+}
+TOP_KEYS = {"bridge", "input", "output", "processor", "metrics", *SECTION_PARSERS}
+
+
+def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConfig:
+    """Validate a parsed TOML document (or the same shape built from CLI flags)."""
+    for key in doc:
+        if key not in TOP_KEYS:
+            raise ConfigError(
+                f"unknown section; expected one of {', '.join(sorted(TOP_KEYS))}", key=key
+            )
+    br = doc.get("bridge", {})
+    if not isinstance(br, dict):
+        raise ConfigError("expected a table", key="bridge")
+    for key in br:
+        if key not in BRIDGE_KEYS:
+            raise ConfigError(
+                f"unknown key; [bridge] takes {', '.join(sorted(BRIDGE_KEYS))}", key=f"bridge.{key}"
+            )
+    node = _get(br, "node", "bridge", (int,), 1)
+    if not 0 <= node <= 65535:
+        raise ConfigError(f"must be 0..65535, got {node}", key="bridge.node")
+    processor = _get(br, "processor", "bridge", (str,), "relay")
+    kind = processor.partition(":")[0]
+    if kind not in ("relay", "python", "brian2"):
+        raise ConfigError(f"unknown processor {processor!r}; expected {SPEC_GRAMMAR}",
+                          key="bridge.processor")
+    default_mode = "stepped" if kind == "brian2" or "dt_ms" in br else "relay"
+    mode = _get(br, "mode", "bridge", (str,), default_mode)
+    if mode not in MODES:
+        raise ConfigError(f"must be one of {', '.join(MODES)}, got {mode!r}", key="bridge.mode")
+    if kind == "brian2" and mode != "stepped":
+        raise ConfigError("a brian2 processor runs in stepped mode only", key="bridge.mode")
+    dt_ns = _positive_ns(_get(br, "dt_ms", "bridge", (int, float), 1.0), 1_000_000, "bridge.dt_ms")
+    policy = _get(br, "policy", "bridge", (str,), "catch-up")
+    if policy not in POLICIES:
+        raise ConfigError(f"must be one of {', '.join(POLICIES)}, got {policy!r}",
+                          key="bridge.policy")
+    spin_ns = _positive_ns(_get(br, "spin_us", "bridge", (int, float), 0), 1000, "bridge.spin_us",
+                           allow_zero=True)
+    if spin_ns >= dt_ns:
+        raise ConfigError(f"must be shorter than dt ({dt_ns / 1e6} ms)", key="bridge.spin_us")
+    miss_us = _get(br, "miss_us", "bridge", (int, float), 1000)
+    miss_ns = _positive_ns(miss_us, 1000, "bridge.miss_us")
+    duration = _get(br, "duration_s", "bridge", (int, float), 0)
+    duration_ns = (
+        _positive_ns(duration, 1_000_000_000, "bridge.duration_s", allow_zero=True) or None
+    )
+    repetitions = _get(br, "repetitions", "bridge", (int,), 1)
+    if repetitions < 1:
+        raise ConfigError(f"must be >= 1, got {repetitions}", key="bridge.repetitions")
+    if repetitions > 1 and duration_ns is None:
+        raise ConfigError("repetitions > 1 needs a finite bridge.duration_s",
+                          key="bridge.repetitions")
+    queue_frames = _get(br, "queue_frames", "bridge", (int,), 4096)
+    if not 1 <= queue_frames <= 1 << 20:
+        raise ConfigError(f"must be 1..1048576, got {queue_frames}", key="bridge.queue_frames")
+    max_age = _get(br, "max_age_ms", "bridge", (int, float), 0)
+    max_age_ns = _positive_ns(max_age, 1_000_000, "bridge.max_age_ms", allow_zero=True) or None
+
+    proc = doc.get("processor", {})
+    if not isinstance(proc, dict):
+        raise ConfigError("expected a table", key="processor")
+    for key in proc:
+        if key != "params":
+            raise ConfigError("unknown key; [processor] takes params", key=f"processor.{key}")
+    params = proc.get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError("expected a table", key="processor.params")
+
+    metrics_tab = doc.get("metrics", {})
+    if not isinstance(metrics_tab, dict):
+        raise ConfigError("expected a table", key="metrics")
+    for key in metrics_tab:
+        if key != "listen":
+            raise ConfigError("unknown key; [metrics] takes listen", key=f"metrics.{key}")
+    listen_text = _get(metrics_tab, "listen", "metrics", (str,), "")
+    metrics = MetricsConfig(parse_listen(listen_text) if listen_text else None)
+
+    inputs = _endpoints(doc.get("input"), "in", "input")
+    outputs = _endpoints(doc.get("output"), "out", "output")
+    if not inputs:
+        raise ConfigError("at least one input is needed ([[input]] url = ... or --in URL)",
+                          key="input")
+    for spec in (*inputs, *outputs):
+        if spec.neurons == 0:
+            where = "input" if spec.role == "in" else "output"
+            raise ConfigError(
+                f"{spec.url}: bridge endpoints need neurons=N (the population size)", key=where
+            )
+    names = [s.name for s in (*inputs, *outputs)]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"endpoint names must be unique, repeated: {', '.join(sorted(dup))}",
+                          key="input/output name")
+    sections = {name: _section(name, doc[name]) for name in SECTION_PARSERS if name in doc}
+    return BridgeConfig(
+        inputs=inputs, outputs=outputs, node=node, mode=mode, processor=processor,
+        params=MappingProxyType(dict(params)), dt_ns=dt_ns, policy=policy, spin_ns=spin_ns,
+        miss_ns=miss_ns, duration_ns=duration_ns, repetitions=repetitions,
+        queue_frames=queue_frames, max_age_ns=max_age_ns, metrics=metrics,
+        sections=MappingProxyType(sections), source=source,
+    )
+
+
+def load_config(path: str) -> BridgeConfig:
+    """Read and validate a TOML config file."""
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", key=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", key=path) from None
+    return build_config(doc, source=path)
+
+
+def config_from_flags(
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    processor: str = "relay",
+    node: int | None = None,
+    dt_ms: float | None = None,
+    duration_s: float | None = None,
+    repetitions: int | None = None,
+    metrics: str | None = None,
+    mode: str | None = None,
+) -> BridgeConfig:
+    """The config that ``spikebridge run --in ... --out ...`` describes."""
+    br: dict[str, Any] = {"processor": processor}
+    if node is not None:
+        br["node"] = node
+    if dt_ms is not None:
+        br["dt_ms"] = dt_ms
+    if duration_s is not None:
+        br["duration_s"] = duration_s
+    if repetitions is not None:
+        br["repetitions"] = repetitions
+    if mode is not None:
+        br["mode"] = mode
+    doc: dict[str, Any] = {"bridge": br, "input": list(inputs), "output": list(outputs)}
+    if metrics:
+        doc["metrics"] = {"listen": metrics}
+    return build_config(doc, source="<command line>")

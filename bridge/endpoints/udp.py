@@ -1,0 +1,165 @@
+"""UDP unicast endpoints: an input binds HOST:PORT, an output sends to HOST:PORT.
+
+Non-blocking only. A receive drains into one buffer allocated at open; the kernel's own drop
+counter (SO_RXQ_OVFL) is read from each datagram's ancillary data, so datagrams lost in a full
+receive buffer are counted too. Never raises out of recv/send for a peer's behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import struct
+from collections.abc import Mapping
+from typing import ClassVar
+
+from bridge.endpoints.base import Address, Endpoint
+from bridge.endpoints.url import EndpointURL
+from bridge.errors import ConfigError, EndpointError
+
+SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+MAX_DATAGRAM = 65536
+DEFAULT_RCVBUF = 4 << 20
+_U32 = struct.Struct("=I")
+
+
+def _size(url: EndpointURL, key: str, text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 1 << 30:
+        raise ConfigError(f"must be a byte count in 1..2**30, got {text!r}", key=f"{url}: {key}")
+    return value
+
+
+def resolve(url: EndpointURL, host: str, port: int) -> tuple[int, tuple[str, int]]:
+    """Resolve HOST:PORT to (address family, sockaddr) for a datagram socket."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise EndpointError(f"{url}: cannot resolve {host!r}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    return family, addr[:2]
+
+
+class UdpEndpoint(Endpoint):
+    """udp://HOST:PORT: bound receive socket (input) or connected send socket (output)."""
+
+    scheme: ClassVar[str] = "udp"
+    KEYS: ClassVar[Mapping[str, str]] = {
+        "rcvbuf": "receive buffer bytes (inputs; default 4 MiB, capped by net.core.rmem_max)",
+        "sndbuf": "send buffer bytes (outputs)",
+        "bind": "local HOST:PORT to send from (outputs)",
+    }
+
+    def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
+        super().__init__(url, role, options)
+        self.host, self.port = url.host_port()
+        self.rcvbuf = _size(url, "rcvbuf", options["rcvbuf"]) if "rcvbuf" in options else None
+        self.sndbuf = _size(url, "sndbuf", options["sndbuf"]) if "sndbuf" in options else None
+        self.bind_to: tuple[str, int] | None = None
+        if "bind" in options:
+            if role != "out":
+                raise ConfigError("bind= applies to outputs; an input binds its URL", key=str(url))
+            self.bind_to = EndpointURL("udp", options["bind"]).host_port()
+        self._sock: socket.socket | None = None
+        self._buf = bytearray(MAX_DATAGRAM)
+        self._bufs = [self._buf]
+        self._view = memoryview(self._buf)
+        self._overflow = 0
+
+    def _new_socket(self, family: int) -> socket.socket:
+        return socket.socket(family, socket.SOCK_DGRAM)
+
+    def open(self) -> None:
+        """Bind (input) or connect (output); EndpointError naming the address on failure."""
+        family, addr = resolve(self.url, self.host, self.port)
+        sock = self._new_socket(family)
+        try:
+            sock.setblocking(False)
+            if self.role == "in":
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf or DEFAULT_RCVBUF
+                )
+                # Old kernels lack it: overflow drops then stay unseen, as with any socket.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+                self._bind(sock, addr)
+            else:
+                if self.sndbuf:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
+                if self.bind_to is not None:
+                    sock.bind(self.bind_to)
+                self._connect(sock, addr)
+        except OSError as exc:
+            sock.close()
+            what = "bind" if self.role == "in" else "send to"
+            hint = " (is another process using it?)" if exc.errno == errno.EADDRINUSE else ""
+            raise EndpointError(f"{self.url}: cannot {what} {addr}: {exc.strerror}{hint}") from None
+        self._sock = sock
+
+    def _bind(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        sock.bind(addr)
+
+    def _connect(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        sock.connect(addr)
+
+    @property
+    def sock(self) -> socket.socket:
+        """The open socket (RuntimeError before open)."""
+        if self._sock is None:
+            raise RuntimeError(f"{self.url} is not open")
+        return self._sock
+
+    def local_address(self) -> tuple[str, int]:
+        """The bound (host, port), e.g. to learn an ephemeral port chosen by ``:0``."""
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def fileno(self) -> int:
+        """The socket's descriptor."""
+        return self.sock.fileno()
+
+    def recv(self) -> tuple[memoryview, Address] | None:
+        """One datagram (valid until the next recv) and its sender, or None when drained."""
+        try:
+            n, anc, _flags, addr = self.sock.recvmsg_into(self._bufs, 64)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return None  # e.g. a queued ICMP error: nothing to read now
+        if anc:
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                    self._overflow = _U32.unpack_from(data)[0]
+        return self._view[:n], addr
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram; False when the kernel refused it (full buffer, peer unreachable)."""
+        try:
+            self.sock.send(data)
+        except OSError:
+            return False
+        return True
+
+    def overflow_drops(self) -> int:
+        """Datagrams the kernel dropped for want of receive-buffer space, since open."""
+        return self._overflow
+
+    def close(self) -> None:
+        """Close the socket; idempotent."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def describe(self) -> str:
+        """URL plus the bound or peer address."""
+        if self._sock is None:
+            return str(self.url)
+        try:
+            where = self._sock.getsockname() if self.role == "in" else self._sock.getpeername()
+        except OSError:
+            return str(self.url)
+        return f"{self.url} ({'bound' if self.role == 'in' else 'to'} {where[0]}:{where[1]})"

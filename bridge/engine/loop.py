@@ -1,0 +1,676 @@
+"""The real-time loop: poll every endpoint, admit frames, step the processor, send, tick.
+
+One thread runs it. It never blocks on a peer: sockets and devices are non-blocking, queues
+are bounded and drop their oldest entry (counted), and a refused send is a counted drop. It
+reads the clock once per wake-up and passes ``now`` down. It starts no thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bridge.config import BridgeConfig
+from bridge.endpoints import Endpoint, EndpointSpec, make_codec, open_endpoint
+from bridge.engine.clock import SYSTEM_CLOCK, Clock
+from bridge.engine.pacer import Pacer
+from bridge.engine.router import DECODE, PASS, Span, merged_size, relay_route, shift, take
+from bridge.engine.sequence import ACCEPT, DUPLICATE, SeqTracker
+from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
+from bridge.errors import REASON_INDEX, ConfigError, DecodeError, EndpointError
+from bridge.frame import IdArray, SpikeFrame
+from bridge.processors import Processor, processor_from_spec
+
+log = logging.getLogger("spikebridge.loop")
+
+BATCH = 256               # datagrams read from one input per wake-up, for fairness
+MAX_IDLE_NS = 50_000_000  # the loop wakes at least this often, so ticks run when idle
+MAX_SOURCES = 4096        # sequence trackers kept per input
+
+_NOT_ALLOWED = REASON_INDEX["not_allowed"]
+_UNKNOWN_SOURCE = REASON_INDEX["unknown_source"]
+_DUPLICATE = REASON_INDEX["duplicate"]
+_REPLAY = REASON_INDEX["replay"]
+_STALE = REASON_INDEX["stale"]
+_QUEUE_FULL = REASON_INDEX["queue_full"]
+_SEND_FAILED = REASON_INDEX["send_failed"]
+_RCVBUF = REASON_INDEX["rcvbuf_overflow"]
+_EMPTY = np.empty(0, dtype=np.uint32)
+
+
+class OutputPort:
+    """An output endpoint with its codec, its slice of the output population and its counters."""
+
+    __slots__ = ("codec", "down", "ep", "index", "seq", "source", "span", "spec", "stats",
+                 "stream", "whole")
+
+    def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, node: int,
+                 index: int) -> None:
+        self.spec = spec
+        self.ep = ep
+        self.stats = stats
+        self.index = index
+        self.codec: Any = make_codec(spec)
+        self.stream = spec.stream
+        self.span = Span(spec.offset, spec.offset + spec.neurons)
+        self.whole = False
+        self.seq = 0
+        self.source = node if spec.source is None else spec.source
+        self.down = False
+
+    def _send_all(self, datagrams: list[bytes], spikes: int) -> None:
+        st = self.stats
+        ok = True
+        for d in datagrams:
+            try:
+                sent = self.ep.send(d)
+            except EndpointError as exc:
+                self._lost(exc)
+                sent = False
+            if sent:
+                st.frames += 1
+            else:
+                st.drops[_SEND_FAILED] += 1
+                ok = False
+        if ok:
+            st.spikes += spikes
+
+    def _lost(self, exc: EndpointError) -> None:
+        if not self.down:
+            log.warning("output %s is down: %s; reopening with backoff", self.spec.name, exc)
+            self.down = True
+
+    def emit_raw(self, codec: Any, data: Any, spikes: int, wall_ns: int) -> None:
+        """Forward a datagram that ``codec.peek`` accepted, under this output's header."""
+        if self.down:
+            self.stats.drops[_SEND_FAILED] += 1
+            return
+        datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
+        self.seq += len(datagrams)
+        self._send_all(datagrams, spikes)
+
+    def emit(self, ids: IdArray, wall_ns: int, send_empty: bool) -> None:
+        """Send this output's slice of the output population's ``ids``."""
+        local = take(ids, self.span, self.whole)
+        if not local.size and not send_empty:
+            return
+        if self.down:
+            self.stats.drops[_SEND_FAILED] += 1
+            return
+        frame = SpikeFrame(self.source, self.seq, wall_ns, local)
+        if self.stream:
+            self.seq += 1
+            self._send_all([self.codec.encode(frame)], len(local))
+        else:
+            datagrams = self.codec.encode(frame)
+            self.seq += len(datagrams)
+            self._send_all(datagrams, len(local))
+
+
+class InputPort:
+    """An input endpoint: reads, decodes and admits frames, then hands them to the engine."""
+
+    __slots__ = (
+        "allow",
+        "allowed",
+        "codec",
+        "down",
+        "ep",
+        "generic",
+        "index",
+        "max_age_ns",
+        "neurons",
+        "offset",
+        "overflow_seen",
+        "pass_outputs",
+        "passthrough",
+        "seq_bits",
+        "source",
+        "spec",
+        "stats",
+        "stream",
+        "strict",
+        "trackers",
+    )
+
+    def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, index: int,
+                 max_age_ns: int | None) -> None:
+        self.spec = spec
+        self.ep = ep
+        self.stats = stats
+        self.index = index
+        self.codec: Any = make_codec(spec)
+        self.stream = spec.stream
+        self.offset = spec.offset
+        self.neurons = spec.neurons
+        self.allow = spec.allow or None
+        self.allowed: dict[Any, bool] = {}
+        self.source = spec.source
+        self.strict = bool(spec.keys)
+        self.seq_bits = int(getattr(self.codec, "seq_bits", 32))
+        self.trackers: dict[int, SeqTracker] = {}
+        self.max_age_ns = max_age_ns
+        self.passthrough = False
+        self.pass_outputs: list[OutputPort] = []
+        self.generic: list[OutputPort] = []
+        self.down = False
+        self.overflow_seen = 0
+
+    def _is_allowed(self, addr: Any) -> bool:
+        ok = self.allowed.get(addr)
+        if ok is None:
+            import ipaddress
+
+            try:
+                ip = ipaddress.ip_address(addr[0])
+            except (ValueError, TypeError, IndexError):
+                ok = False
+            else:
+                assert self.allow is not None
+                ok = any(ip in net for net in self.allow)
+            if len(self.allowed) > 4096:
+                self.allowed.clear()
+            self.allowed[addr] = ok
+        return ok
+
+    def admit(self, source: int, seq: int, t_sent_ns: int, wall_ns: int) -> int:
+        """-1 to accept, else the drop-reason index (the caller counts it)."""
+        if self.source is not None and source != self.source:
+            return _UNKNOWN_SOURCE
+        if seq >= 0:
+            tracker = self.trackers.get(source)
+            if tracker is None:
+                if len(self.trackers) >= MAX_SOURCES:
+                    return _UNKNOWN_SOURCE
+                tracker = self.trackers[source] = SeqTracker(self.seq_bits)
+            verdict = tracker.check(seq, t_sent_ns, self.strict)
+            if verdict != ACCEPT:
+                return _DUPLICATE if verdict == DUPLICATE else _REPLAY
+        if self.max_age_ns is not None and t_sent_ns and wall_ns - t_sent_ns > self.max_age_ns:
+            return _STALE
+        return -1
+
+    def account_overflow(self) -> None:
+        """Book datagrams the kernel dropped as received and dropped (rcvbuf_overflow)."""
+        seen = self.ep.overflow_drops()
+        if seen != self.overflow_seen:
+            new = (seen - self.overflow_seen) & 0xFFFFFFFF
+            self.overflow_seen = seen
+            self.stats.frames += new
+            self.stats.drops[_RCVBUF] += new
+
+
+class Bridge:
+    """The engine: opens endpoints, builds the processor, runs the loop, closes cleanly."""
+
+    def __init__(self, config: BridgeConfig, *, clock: Clock = SYSTEM_CLOCK,
+                 stats: BridgeStats | None = None) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = stats if stats is not None else BridgeStats(config.miss_ns)
+        self.inputs: list[InputPort] = []
+        self.outputs: list[OutputPort] = []
+        self.processor: Processor | None = None
+        self.recorder: Any = None
+        self.output_size = 0
+        self.stepped = config.mode == "stepped"
+        self.pacer: Pacer | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._stop = False
+        self._reload = False
+        self._pending: deque[tuple[InputPort, IdArray, int]] = deque()
+        self._latency: Histogram | None = None
+        self._identity = False
+        self._opened = False
+        self._closed = False
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def open(self, on_progress: Callable[[str], None] = lambda _msg: None) -> None:
+        """Open every endpoint and build the processor; on failure, close what was opened."""
+        cfg = self.config
+        try:
+            for i, spec in enumerate(cfg.inputs):
+                ep = open_endpoint(spec)
+                self.inputs.append(
+                    InputPort(spec, ep, self.stats.add_input(spec.name), i, cfg.max_age_ns)
+                )
+            for i, spec in enumerate(cfg.outputs):
+                ep = open_endpoint(spec)
+                self.outputs.append(
+                    OutputPort(spec, ep, self.stats.add_output(spec.name), cfg.node, i)
+                )
+            in_spans = [Span(p.offset, p.offset + p.neurons) for p in self.inputs]
+            n_in = merged_size(in_spans)
+            proc = processor_from_spec(cfg.processor)
+            proc.configure(cfg.section(cfg.processor.partition(":")[0]))
+            if proc.stepped_only and not self.stepped:
+                raise ConfigError(f"{cfg.processor} needs stepped mode", key="bridge.mode")
+            self.processor = proc
+            self.output_size = proc.setup(
+                inputs=n_in, dt_ns=cfg.dt_ns if self.stepped else None,
+                params=cfg.params, on_progress=on_progress,
+            )
+            for out in self.outputs:
+                if out.span.hi > self.output_size:
+                    raise ConfigError(
+                        f"{out.spec.name} takes neurons {out.span.lo}..{out.span.hi - 1} but the "
+                        f"processor's output population has {self.output_size}",
+                        key=f"output {out.spec.url}",
+                    )
+                out.whole = out.span.lo == 0 and out.span.hi == self.output_size
+            self._plan(in_spans)
+        except BaseException:
+            self._close_endpoints()
+            raise
+        self._opened = True
+
+    def _plan(self, in_spans: list[Span]) -> None:
+        self._identity = type(self.processor).__name__ == "RelayProcessor"
+        for port, span in zip(self.inputs, in_spans, strict=True):
+            if self._identity and not self.stepped:
+                routes = [
+                    (out, relay_route(span, out.span, self._same_wire(port, out)))
+                    for out in self.outputs
+                ]
+                port.generic = [o for o, r in routes if r == DECODE]
+                port.pass_outputs = [o for o, r in routes if r == PASS]
+                port.passthrough = bool(port.pass_outputs) and not port.generic
+                if not port.passthrough:
+                    port.generic += port.pass_outputs
+                    port.pass_outputs = []
+            else:
+                port.generic = list(self.outputs)
+        path = "stepped" if self.stepped else (
+            "pass" if all(p.passthrough for p in self.inputs) else "relay"
+        )
+        self._latency = self.stats.latency(path)
+
+    @staticmethod
+    def _same_wire(port: InputPort, out: OutputPort) -> bool:
+        if port.stream or out.stream:
+            return False
+        return bool(port.codec.same_wire(out.codec))
+
+    # -- control, safe from signal handlers ---------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask the loop to return from ``run``; safe from a signal handler."""
+        self._stop = True
+        self._wake()
+
+    def request_reload(self) -> None:
+        """Ask the loop to reload what can be reloaded; safe from a signal handler."""
+        self._reload = True
+        self._wake()
+
+    def _wake(self) -> None:
+        # A full wake socket already holds a wake-up: the loop will wake anyway.
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self, tick: Callable[[int], None] | None = None,
+            on_reload: Callable[[], None] | None = None) -> None:
+        """Run until ``request_stop`` or the configured duration; ``tick(now)`` every wake-up."""
+        if not self._opened:
+            raise RuntimeError("open() the bridge before run()")
+        sel = self._sel = selectors.DefaultSelector()
+        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        for port in self.inputs:
+            sel.register(port.ep.fileno(), selectors.EVENT_READ, port)
+        now = self.clock.monotonic_ns()
+        self.stats.started_ns = now
+        end = None if self.config.duration_ns is None else now + self.config.duration_ns
+        try:
+            for rep in range(self.config.repetitions):
+                if rep:
+                    self._post_run()
+                    assert self.processor is not None
+                    self.processor.begin_run()
+                    now = self.clock.monotonic_ns()
+                    end = now + (self.config.duration_ns or 0)
+                if self.stepped:
+                    self._run_stepped(end, tick, on_reload)
+                else:
+                    self._run_relay(end, tick, on_reload)
+                if self._stop:
+                    break
+        finally:
+            sel.close()
+            self._sel = None
+
+    def _housekeeping(self, now: int, tick: Callable[[int], None] | None,
+                      on_reload: Callable[[], None] | None) -> None:
+        st = self.stats
+        st.loop_ticks += 1
+        st.last_tick_ns = now
+        if self._reload:
+            self._reload = False
+            if on_reload is not None:
+                on_reload()
+        self._reopen(now)
+        if tick is not None:
+            tick(now)
+
+    def _poll(self, timeout_ns: int) -> int:
+        """Wait up to ``timeout_ns`` for input, handle everything ready; return the time read."""
+        assert self._sel is not None
+        events = self._sel.select(timeout_ns / 1e9 if timeout_ns > 0 else 0)
+        now = self.clock.monotonic_ns()
+        if events:
+            wall = self.clock.wall_ns()
+            for key, _ in events:
+                port = key.data
+                if port is None:
+                    self._drain_wake()
+                elif port.stream:
+                    self._read_stream(port, now, wall)
+                else:
+                    self._read_datagrams(port, now, wall)
+        return now
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _run_relay(self, end: int | None, tick: Callable[[int], None] | None,
+                   on_reload: Callable[[], None] | None) -> None:
+        clock = self.clock
+        now = clock.monotonic_ns()
+        while not self._stop:
+            timeout = MAX_IDLE_NS if end is None else min(MAX_IDLE_NS, end - now)
+            if timeout < 0:
+                return
+            now = self._poll(timeout)
+            self._housekeeping(now, tick, on_reload)
+            if end is not None and now >= end:
+                return
+
+    def _run_stepped(self, end: int | None, tick: Callable[[int], None] | None,
+                     on_reload: Callable[[], None] | None) -> None:
+        cfg = self.config
+        st = self.stats
+        pacer = self.pacer = Pacer(cfg.dt_ns, policy=cfg.policy, spin_ns=cfg.spin_ns)
+        now = self.clock.monotonic_ns()
+        pacer.start(now)
+        # A finite run is a number of steps (duration / dt), not a wall-clock time.
+        last_step = None if end is None else max(1, (end - now) // cfg.dt_ns)
+        while not self._stop:
+            if last_step is not None and pacer.elapsed_steps() >= last_step:
+                return
+            due = pacer.due(now)
+            if due is None:
+                now = self._poll(min(pacer.sleep_ns(now), MAX_IDLE_NS))
+                self._housekeeping(now, tick, on_reload)
+                continue
+            st.step_lateness.observe(due.lateness_ns)
+            if due.lateness_ns > st.miss_ns:
+                st.deadline_misses += 1
+            st.steps_skipped += due.skipped
+            now = self._poll(0)  # admit what arrived up to the deadline into this step
+            self._step(now)
+            st.steps += 1
+            st.realtime_factor = pacer.realtime_factor(now)
+
+    # -- per frame ----------------------------------------------------------------------------
+
+    def _read_datagrams(self, port: InputPort, now: int, wall: int) -> None:
+        ep = port.ep
+        st = port.stats
+        drops = st.drops
+        codec = port.codec
+        passthrough = port.passthrough
+        allow = port.allow
+        recorder = self.recorder
+        for _ in range(BATCH):
+            try:
+                got = ep.recv()
+            except EndpointError as exc:
+                self._input_down(port, exc)
+                return
+            if got is None:
+                break
+            data, addr = got
+            st.frames += 1
+            if allow is not None and not port._is_allowed(addr):
+                drops[_NOT_ALLOWED] += 1
+                continue
+            try:
+                if passthrough:
+                    source, seq, t_sent, n = codec.peek(data)
+                    frame = None
+                else:
+                    frame = codec.decode(data)
+                    source, seq, t_sent, n = frame.source, frame.seq, frame.t_sent_ns, len(
+                        frame.ids)
+            except DecodeError as exc:
+                drops[REASON_INDEX[exc.reason]] += 1
+                continue
+            verdict = port.admit(source, seq, t_sent, wall)
+            if verdict >= 0:
+                drops[verdict] += 1
+                continue
+            st.accepted += 1
+            st.spikes += n
+            if t_sent:
+                st.one_way.observe(wall - t_sent)
+            if frame is None:
+                for out in port.pass_outputs:
+                    out.emit_raw(codec, data, n, wall)
+                if recorder is not None:
+                    recorder.record(wall, port.index, source, seq, codec.decode(data).ids)
+                self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
+            else:
+                if recorder is not None:
+                    recorder.record(wall, port.index, source, seq, frame.ids)
+                self._dispatch(port, frame.ids, now, wall)
+        port.account_overflow()
+
+    def _read_stream(self, port: InputPort, now: int, wall: int) -> None:
+        st = port.stats
+        codec = port.codec
+        try:
+            chunk = port.ep.recv()
+        except EndpointError as exc:
+            self._input_down(port, exc)
+            return
+        if chunk is None:
+            return
+        codec.feed(bytes(chunk[0]))
+        while True:
+            try:
+                frame = codec.next_frame()
+            except DecodeError as exc:
+                st.frames += 1
+                st.drops[REASON_INDEX[exc.reason]] += 1
+                if exc.reason == "bad_crc":
+                    self.stats.serial_crc_errors += 1
+                continue
+            if frame is None:
+                break
+            st.frames += 1
+            verdict = port.admit(frame.source, frame.seq, frame.t_sent_ns, wall)
+            if verdict >= 0:
+                st.drops[verdict] += 1
+                continue
+            st.accepted += 1
+            st.spikes += len(frame.ids)
+            if self.recorder is not None:
+                self.recorder.record(wall, port.index, frame.source, frame.seq, frame.ids)
+            self._dispatch(port, frame.ids, now, wall)
+
+    def _dispatch(self, port: InputPort, ids: IdArray, now: int, wall: int) -> None:
+        """Relay: process and send now. Stepped: queue for the next step (bounded)."""
+        merged = shift(ids, port.offset)
+        if self.stepped:
+            pending = self._pending
+            if len(pending) >= self.config.queue_frames:
+                old_port, old_ids, _ = pending.popleft()
+                old_port.stats.accepted -= 1
+                old_port.stats.spikes -= len(old_ids)
+                old_port.stats.drops[_QUEUE_FULL] += 1
+            pending.append((port, merged, now))
+            return
+        if self._identity:
+            for out in port.generic:
+                out.emit(merged, wall, True)
+        else:
+            out_ids = self._call_processor(merged, now)
+            if out_ids is not None:
+                for out in self.outputs:
+                    out.emit(out_ids, wall, False)
+        self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
+
+    def _call_processor(self, ids: IdArray, now: int) -> IdArray | None:
+        assert self.processor is not None
+        try:
+            out = self.processor.step(ids, now)
+        except Exception:
+            self.stats.processor_errors += 1
+            if self.stats.processor_errors <= 10 or self.stats.processor_errors % 1000 == 0:
+                log.exception("processor %s failed (error %d); step skipped",
+                              self.config.processor, self.stats.processor_errors)
+            return None
+        if out.size and int(out.max()) >= self.output_size:
+            self.stats.processor_errors += 1
+            log.error("processor returned id %d, output population has %d; step skipped",
+                      int(out.max()), self.output_size)
+            return None
+        return out
+
+    def _step(self, now: int) -> None:
+        pending = self._pending
+        if not pending:
+            ids = _EMPTY
+            arrivals: list[int] = []
+        elif len(pending) == 1:
+            _, ids, t = pending[0]
+            arrivals = [t]
+        else:
+            ids = np.concatenate([p[1] for p in pending])
+            arrivals = [p[2] for p in pending]
+        pending.clear()
+        out_ids = self._call_processor(ids, now)
+        if out_ids is None:
+            return
+        wall = self.clock.wall_ns()
+        for out in self.outputs:
+            out.emit(out_ids, wall, False)
+        if arrivals:
+            done = self.clock.monotonic_ns()
+            hist = self._latency
+            assert hist is not None
+            for t in arrivals:
+                hist.observe(done - t)
+
+    # -- endpoints that go away ---------------------------------------------------------------
+
+    def _input_down(self, port: InputPort, exc: EndpointError) -> None:
+        log.warning("input %s is down: %s; reopening with backoff", port.spec.name, exc)
+        port.down = True
+        if self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError, RuntimeError):
+                self._sel.unregister(port.ep.fileno())
+        if port.stream:
+            port.codec = make_codec(port.spec)  # a fresh decoder: no half frame across a replug
+
+    def _reopen(self, now: int) -> None:
+        for port in self.inputs:
+            if port.down and port.ep.reopen(now):
+                port.down = False
+                if self._sel is not None:
+                    self._sel.register(port.ep.fileno(), selectors.EVENT_READ, port)
+                log.info("input %s is back", port.spec.name)
+        for out in self.outputs:
+            if out.down and out.ep.reopen(now):
+                out.down = False
+                log.info("output %s is back", out.spec.name)
+        reconnects = 0
+        for port in self.inputs:
+            reconnects += getattr(port.ep, "reconnects", 0)
+            port.stats.up = 0 if port.down else 1
+            if port.trackers:
+                port.stats.lost = sum(t.lost for t in port.trackers.values())
+                port.stats.reordered = sum(t.reordered for t in port.trackers.values())
+        for out in self.outputs:
+            reconnects += getattr(out.ep, "reconnects", 0)
+            out.stats.up = 0 if out.down else 1
+        self.stats.serial_reconnects = reconnects
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Handle what is already queued in the kernel and, when stepped, run a last step."""
+        if not self._opened:
+            return
+        now = self.clock.monotonic_ns()
+        wall = self.clock.wall_ns()
+        for port in self.inputs:
+            if not port.down:
+                if port.stream:
+                    self._read_stream(port, now, wall)
+                else:
+                    self._read_datagrams(port, now, wall)
+        if self.stepped and self._pending:
+            self._step(self.clock.monotonic_ns())
+
+    def _post_run(self) -> None:
+        if self.processor is not None:
+            try:
+                self.processor.post_run()
+            except Exception:
+                log.exception("post-run hook of %s failed", self.config.processor)
+
+    def close(self) -> None:
+        """Drain, flush the recorder, run the post-run hook, close everything; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.drain()
+        finally:
+            if self.recorder is not None:
+                try:
+                    self.recorder.close()
+                except Exception:
+                    log.exception("closing the recorder failed")
+            self._post_run()
+            if self.processor is not None:
+                try:
+                    self.processor.close()
+                except Exception:
+                    log.exception("closing %s failed", self.config.processor)
+            self._close_endpoints()
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _close_endpoints(self) -> None:
+        for port in [*self.inputs, *self.outputs]:
+            try:
+                port.ep.close()
+            except Exception:
+                log.exception("closing %s failed", port.spec.name)
+
+    def __enter__(self) -> Bridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["Bridge", "InputPort", "OutputPort"]

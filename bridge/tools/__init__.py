@@ -1,0 +1,42 @@
+"""Small command-line tools around the bridge: check, send, listen, demo.
+
+Each is a thin ``main(argv) -> int``; the logic they drive lives in the library modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention)."""
+
+
+def error(prog: str, message: str) -> int:
+    """Print a user-facing error for ``prog`` and return exit code 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def parse_ids(text: str) -> list[int]:
+    """Parse ``1,7,10-12`` into ids; ValueError naming the bad part."""
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        try:
+            if dash:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                ids.extend(range(a, b + 1))
+            else:
+                ids.append(int(part))
+        except ValueError:
+            raise ValueError(f"not an id or range: {part!r}") from None
+    if any(i < 0 or i > 0xFFFFFFFF for i in ids):
+        raise ValueError("ids must be in 0..2**32-1")
+    return ids

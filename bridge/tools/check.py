@@ -1,0 +1,30 @@
+"""``spikebridge check CONFIG.toml``: validate a config without opening anything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bridge.config import load_config
+from bridge.errors import ConfigError
+from bridge.tools import ArgumentParser, error
+
+
+def main(argv: Sequence[str]) -> int:
+    """Exit 0 and summarise a valid config; exit 2 naming the bad key otherwise."""
+    parser = ArgumentParser(prog="spikebridge check", description=__doc__)
+    parser.add_argument("config", help="path to a TOML config file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return error("spikebridge check", str(exc))
+    if not args.quiet:
+        mode = f"stepped dt={cfg.dt_ns / 1e6:g} ms" if cfg.mode == "stepped" else "relay"
+        print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor}")
+        for spec in (*cfg.inputs, *cfg.outputs):
+            print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  "
+                  f"[{spec.offset}..{spec.offset + spec.neurons - 1}]")
+        if cfg.metrics.listen:
+            print(f"  metrics on {cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}")
+    return 0
