@@ -1,0 +1,85 @@
+"""The StreamCodec contract: sans-IO decoders and encoders for byte-stream links (serial).
+
+A byte stream has no datagram boundaries, so a stream codec is fed chunks and hands back
+frames as they complete, in the style of h11: ``feed(bytes)``, then ``next_frame()`` until it
+returns None ("need more data"). Control traffic (acknowledgements, heartbeats, ASCII replies)
+is demultiplexed here and never returned as a SpikeFrame. No module under ``bridge.codecs``
+may import socket, serial, select or time, or read a clock: callers pass times in.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from bridge.codecs.base import Option
+from bridge.frame import SpikeFrame
+
+
+def parse_options(options: Mapping[str, Option], given: Mapping[str, str]) -> dict[str, Any]:
+    """Parse URL option strings against ``options``; KeyError names an unknown key."""
+    kwargs: dict[str, Any] = {}
+    for name, text in given.items():
+        spec = options.get(name)
+        if spec is None:
+            raise KeyError(name)
+        try:
+            kwargs[name] = spec.parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}={text!r}: {exc}") from None
+    return kwargs
+
+
+class StreamCodec(ABC):
+    """A stream decoder/encoder for one serial link.
+
+    ``next_frame`` returns the next SpikeFrame, None when it needs more bytes, or raises
+    DecodeError for one bad frame that it has already consumed: calling it again continues
+    after the bad bytes. ``encode`` raises ValueError when the caller passes a frame the
+    format cannot carry (our misuse, not the peer's).
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    OPTIONS: ClassVar[Mapping[str, Option]] = {}
+    needs_neurons: ClassVar[bool] = True
+    has_seq: ClassVar[bool] = False
+
+    def __init__(self, neurons: int) -> None:
+        if neurons < 0:
+            raise ValueError(f"neurons must be >= 0, got {neurons}")
+        self.neurons = neurons
+
+    @classmethod
+    def from_options(cls, neurons: int, options: Mapping[str, str]) -> StreamCodec:
+        """Build from URL query strings; KeyError for an unknown option, ValueError a bad value."""
+        return cls(neurons, **parse_options(cls.OPTIONS, options))
+
+    @abstractmethod
+    def feed(self, data: bytes | bytearray | memoryview, now_ns: int | None = None) -> None:
+        """Append received bytes; ``now_ns`` (monotonic, optional) is their arrival time."""
+
+    @abstractmethod
+    def next_frame(self) -> SpikeFrame | None:
+        """The next complete spike frame, or None when more bytes are needed."""
+
+    @abstractmethod
+    def next_control(self) -> Any | None:
+        """The next control message (command reply, ack, heartbeat), or None."""
+
+    @abstractmethod
+    def encode(self, frame: SpikeFrame) -> bytes:
+        """Bytes that carry ``frame`` to the device (the output direction)."""
+
+    def greeting(self, role: str) -> bytes:
+        """Bytes to write to the device after every open and reopen (empty by default)."""
+        return b""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget partial input after the link was cut (reopen); counters are kept."""
+
+    @abstractmethod
+    def buffered(self) -> int:
+        """Bytes fed but not yet consumed (a partial frame)."""
