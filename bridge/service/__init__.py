@@ -1,0 +1,1 @@
+"""The service layer: systemd notify and watchdog, journald logging, Prometheus metrics, daemon."""
