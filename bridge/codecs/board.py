@@ -391,14 +391,13 @@ class BoardCodec(StreamCodec):
         return b"".join(out)
 
     def encode(self, frame: SpikeFrame) -> bytes:
-        """Spike frames carrying ``frame.ids`` numbered from ``frame.seq`` (own counter if < 0).
+        """Spike frames carrying ``frame.ids``, numbered by this codec's own ``tx_seq``.
 
-        ``t0_us`` is the frame's send time in µs modulo 2**32; ``dt_us`` is 0. An empty frame
-        still produces one (empty) spike frame, so the board sees the step.
+        The codec numbers the frames itself because a long frame is split into several and
+        the caller cannot see how many. ``t0_us`` is the frame's send time in µs modulo
+        2**32; ``dt_us`` is 0. An empty frame still produces one (empty) spike frame.
         """
-        return self.encode_spikes(
-            frame.ids, t0_us=frame.t_sent_ns // 1000, seq=frame.seq
-        )
+        return self.encode_spikes(frame.ids, t0_us=frame.t_sent_ns // 1000)
 
     def _control_frame(self, kind: int, payload: bytes, t0_us: int) -> bytes:
         seq = self.tx_control_seq

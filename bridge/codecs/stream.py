@@ -52,8 +52,16 @@ class StreamCodec(ABC):
         self.neurons = neurons
 
     @classmethod
-    def from_options(cls, neurons: int, options: Mapping[str, str]) -> StreamCodec:
-        """Build from URL query strings; KeyError for an unknown option, ValueError a bad value."""
+    def from_options(
+        cls, neurons: int, options: Mapping[str, str], *, keys: tuple[bytes, ...] = ()
+    ) -> StreamCodec:
+        """Build from URL query strings; KeyError for an unknown option, ValueError a bad value.
+
+        ``keys`` is accepted for symmetry with datagram codecs; serial formats carry no auth
+        tag, so a key is refused.
+        """
+        if keys:
+            raise ValueError(f"the {cls.name} format carries no auth tag: key= does not apply")
         return cls(neurons, **parse_options(cls.OPTIONS, options))
 
     @abstractmethod

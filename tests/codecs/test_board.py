@@ -214,7 +214,8 @@ def test_ids_out_of_range() -> None:
 def test_encode_splits_long_frames_and_advances_seq() -> None:
     tx, rx = BoardCodec(), BoardCodec()
     ids = np.arange(MAX_SPIKES * 2 + 3, dtype=np.uint32)
-    rx.feed(tx.encode(SpikeFrame.of(ids, seq=10)))
+    tx.tx_seq = 10
+    rx.feed(tx.encode(SpikeFrame.of(ids, seq=999)))  # the caller's seq is not used
     frames, errors = drain(rx)
     assert errors == [] and [f.seq for f in frames] == [10, 11, 12]
     assert np.array_equal(np.concatenate([f.ids for f in frames]), ids)
@@ -236,6 +237,8 @@ def test_greeting_starts_inputs_only() -> None:
     assert BoardCodec.from_options(0, {"start": "0"}).greeting("in") == b""
     with pytest.raises(KeyError):
         BoardCodec.from_options(0, {"nope": "1"})
+    with pytest.raises(ValueError, match="no auth"):
+        BoardCodec.from_options(0, {}, keys=(b"k" * 16,))
 
 
 def test_control_queue_is_bounded() -> None:
