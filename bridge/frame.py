@@ -6,6 +6,7 @@ It holds no I/O and reads no clock; it must stay a plain, cheap value on the hot
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,11 +17,14 @@ NO_SEQ = -1
 IdArray = npt.NDArray[np.uint32]
 
 
-def as_ids(ids: Iterable[int] | npt.ArrayLike) -> IdArray:
+def as_ids(ids: Iterable[int] | npt.NDArray[Any]) -> IdArray:
     """Return ``ids`` as a 1-D uint32 array, raising ValueError on negative or >32-bit ids."""
-    if isinstance(ids, np.ndarray) and ids.dtype == np.uint32 and ids.ndim == 1:
-        return ids
-    arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray | list | tuple) else ids)
+    if isinstance(ids, np.ndarray):
+        if ids.dtype == np.uint32 and ids.ndim == 1:
+            return ids
+        arr = ids
+    else:
+        arr = np.asarray(list(ids))
     if arr.size == 0:
         return np.empty(0, dtype=np.uint32)
     if arr.ndim != 1:
@@ -45,7 +49,7 @@ class SpikeFrame:
 
     @classmethod
     def of(
-        cls, ids: Iterable[int] | npt.ArrayLike, *, source: int = 0, seq: int = NO_SEQ,
+        cls, ids: Iterable[int] | npt.NDArray[Any], *, source: int = 0, seq: int = NO_SEQ,
         t_sent_ns: int = 0,
     ) -> SpikeFrame:
         """Build a frame from any integer sequence (validated; not for the hot path)."""

@@ -12,7 +12,7 @@ import errno
 import socket
 import struct
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from bridge.endpoints.base import Address, Endpoint
 from bridge.endpoints.url import EndpointURL
@@ -22,6 +22,8 @@ SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
 MAX_DATAGRAM = 65536
 DEFAULT_RCVBUF = 4 << 20
 _U32 = struct.Struct("=I")
+_TIMEVAL = struct.Struct("@ll")
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 def _size(url: EndpointURL, key: str, text: str) -> int:
@@ -41,7 +43,11 @@ def resolve(url: EndpointURL, host: str, port: int) -> tuple[int, tuple[str, int
     except socket.gaierror as exc:
         raise EndpointError(f"{url}: cannot resolve {host!r}: {exc.strerror}") from None
     family, _, _, _, addr = infos[0]
-    return family, addr[:2]
+    return int(family), (str(addr[0]), int(addr[1]))
+
+
+def _closed(*_args: object) -> Any:
+    raise OSError(errno.EBADF, "endpoint is not open")
 
 
 class UdpEndpoint(Endpoint):
@@ -69,6 +75,9 @@ class UdpEndpoint(Endpoint):
         self._bufs = [self._buf]
         self._view = memoryview(self._buf)
         self._overflow = 0
+        self._timeout_ns = 50_000_000
+        self._recvmsg_into: Any = _closed
+        self._send: Any = _closed
 
     def _new_socket(self, family: int) -> socket.socket:
         return socket.socket(family, socket.SOCK_DGRAM)
@@ -78,7 +87,10 @@ class UdpEndpoint(Endpoint):
         family, addr = resolve(self.url, self.host, self.port)
         sock = self._new_socket(family)
         try:
-            sock.setblocking(False)
+            # Blocking at the Python level (no poll() before each call) with a kernel receive
+            # timeout: recv() passes MSG_DONTWAIT, recv_wait() blocks in one recvmsg call.
+            sock.setblocking(True)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(0, 50_000))
             if self.role == "in":
                 sock.setsockopt(
                     socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf or DEFAULT_RCVBUF
@@ -99,6 +111,8 @@ class UdpEndpoint(Endpoint):
             hint = " (is another process using it?)" if exc.errno == errno.EADDRINUSE else ""
             raise EndpointError(f"{self.url}: cannot {what} {addr}: {exc.strerror}{hint}") from None
         self._sock = sock
+        self._recvmsg_into = sock.recvmsg_into
+        self._send = sock.send
 
     def _bind(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         sock.bind(addr)
@@ -122,10 +136,10 @@ class UdpEndpoint(Endpoint):
         """The socket's descriptor."""
         return self.sock.fileno()
 
-    def recv(self) -> tuple[memoryview, Address] | None:
+    def recv(self, _flags: int = _DONTWAIT) -> tuple[memoryview, Address] | None:
         """One datagram (valid until the next recv) and its sender, or None when drained."""
         try:
-            n, anc, _flags, addr = self.sock.recvmsg_into(self._bufs, 64)
+            n, anc, _mflags, addr = self._recvmsg_into(self._bufs, 64, _flags)
         except (BlockingIOError, InterruptedError):
             return None
         except OSError:
@@ -136,10 +150,27 @@ class UdpEndpoint(Endpoint):
                     self._overflow = _U32.unpack_from(data)[0]
         return self._view[:n], addr
 
+    def recv_wait(self, timeout_ns: int) -> tuple[memoryview, Address] | None:
+        """Like ``recv`` but block up to ``timeout_ns`` (one system call when data flows)."""
+        if timeout_ns != self._timeout_ns:
+            sec, ns = divmod(max(timeout_ns, 1000), 1_000_000_000)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                 _TIMEVAL.pack(sec, ns // 1000))
+            self._timeout_ns = timeout_ns
+        try:
+            n, anc, _mflags, addr = self._recvmsg_into(self._bufs, 64)
+        except OSError:
+            return None  # timed out (EAGAIN), interrupted, or a queued ICMP error
+        if anc:
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
+                    self._overflow = _U32.unpack_from(data)[0]
+        return self._view[:n], addr
+
     def send(self, data: bytes) -> bool:
         """Send one datagram; False when the kernel refused it (full buffer, peer unreachable)."""
         try:
-            self.sock.send(data)
+            self._send(data, _DONTWAIT)
         except OSError:
             return False
         return True
@@ -153,6 +184,7 @@ class UdpEndpoint(Endpoint):
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+            self._recvmsg_into = self._send = _closed
 
     def describe(self) -> str:
         """URL plus the bound or peer address."""

@@ -33,6 +33,7 @@ log = logging.getLogger("spikebridge.loop")
 BATCH = 256               # datagrams read from one input per wake-up, for fairness
 MAX_IDLE_NS = 50_000_000  # the loop wakes at least this often, so ticks run when idle
 MAX_SOURCES = 4096        # sequence trackers kept per input
+HOUSEKEEPING_NS = 5_000_000  # under load, housekeeping (ticks, reopen) runs this often
 
 _NOT_ALLOWED = REASON_INDEX["not_allowed"]
 _UNKNOWN_SOURCE = REASON_INDEX["unknown_source"]
@@ -64,6 +65,11 @@ class OutputPort:
         self.seq = 0
         self.source = node if spec.source is None else spec.source
         self.down = False
+        try:  # the node must fit the format's source field (legacy: 0..255)
+            self.codec.encode(SpikeFrame(self.source, 0, 0, _EMPTY))
+        except ValueError as exc:
+            raise ConfigError(f"cannot send as node {self.source}: {exc}",
+                              key=f"output {spec.url}") from None
 
     def _send_all(self, datagrams: list[bytes], spikes: int) -> None:
         st = self.stats
@@ -93,6 +99,20 @@ class OutputPort:
             self.stats.drops[_SEND_FAILED] += 1
             return
         datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
+        if len(datagrams) == 1:  # the common case, without the general loop's overhead
+            self.seq += 1
+            st = self.stats
+            try:
+                sent = self.ep.send(datagrams[0])
+            except EndpointError as exc:
+                self._lost(exc)
+                sent = False
+            if sent:
+                st.frames += 1
+                st.spikes += spikes
+            else:
+                st.drops[_SEND_FAILED] += 1
+            return
         self.seq += len(datagrams)
         self._send_all(datagrams, spikes)
 
@@ -120,6 +140,7 @@ class InputPort:
     __slots__ = (
         "allow",
         "allowed",
+        "checks",
         "codec",
         "down",
         "ep",
@@ -162,6 +183,13 @@ class InputPort:
         self.generic: list[OutputPort] = []
         self.down = False
         self.overflow_seen = 0
+        # Admission beyond decoding is needed only with a source filter, sequence numbers
+        # or a staleness bound; the legacy relay path skips the call entirely.
+        self.checks = (
+            spec.source is not None
+            or bool(getattr(self.codec, "has_seq", True))
+            or max_age_ns is not None
+        )
 
     def _is_allowed(self, addr: Any) -> bool:
         ok = self.allowed.get(addr)
@@ -231,6 +259,7 @@ class Bridge:
         self._pending: deque[tuple[InputPort, IdArray, int]] = deque()
         self._latency: Histogram | None = None
         self._identity = False
+        self._wall_offset = clock.wall_ns() - clock.monotonic_ns()
         self._opened = False
         self._closed = False
 
@@ -356,6 +385,7 @@ class Bridge:
         st = self.stats
         st.loop_ticks += 1
         st.last_tick_ns = now
+        self._wall_offset = self.clock.wall_ns() - self.clock.monotonic_ns()
         if self._reload:
             self._reload = False
             if on_reload is not None:
@@ -390,8 +420,10 @@ class Bridge:
 
     def _run_relay(self, end: int | None, tick: Callable[[int], None] | None,
                    on_reload: Callable[[], None] | None) -> None:
-        clock = self.clock
-        now = clock.monotonic_ns()
+        if len(self.inputs) == 1 and hasattr(self.inputs[0].ep, "recv_wait"):
+            self._run_relay_one(end, tick, on_reload)
+            return
+        now = self.clock.monotonic_ns()
         while not self._stop:
             timeout = MAX_IDLE_NS if end is None else min(MAX_IDLE_NS, end - now)
             if timeout < 0:
@@ -400,6 +432,40 @@ class Bridge:
             self._housekeeping(now, tick, on_reload)
             if end is not None and now >= end:
                 return
+
+    def _run_relay_one(self, end: int | None, tick: Callable[[int], None] | None,
+                       on_reload: Callable[[], None] | None) -> None:
+        """One datagram input: block in its receive call itself, not in a poller.
+
+        With a single descriptor the poller only adds system calls (wait, read, read again
+        until EAGAIN) per datagram; a blocking receive with a kernel timeout is one call, so
+        the relay keeps pace with a bare recv/sendto loop. Signals still wake it (EINTR), and
+        the timeout keeps housekeeping running when idle.
+        """
+        port = self.inputs[0]
+        recv_wait = port.ep.recv_wait  # type: ignore[attr-defined]
+        handle = self._handle_datagram
+        clock = self.clock
+        now = clock.monotonic_ns()
+        next_house = now
+        while not self._stop:
+            timeout = MAX_IDLE_NS if end is None else min(MAX_IDLE_NS, end - now)
+            if timeout <= 0:
+                return
+            try:
+                got = recv_wait(timeout)
+            except EndpointError as exc:
+                self._input_down(port, exc)
+                got = None
+            now = clock.monotonic_ns()
+            if got is not None:
+                handle(port, got[0], got[1], now, now + self._wall_offset)
+            if got is None or now >= next_house:
+                port.account_overflow()
+                self._housekeeping(now, tick, on_reload)
+                next_house = now + HOUSEKEEPING_NS
+                if port.down:
+                    self._poll(min(timeout, 10_000_000))  # wait for the wake socket, not a spin
 
     def _run_stepped(self, end: int | None, tick: Callable[[int], None] | None,
                      on_reload: Callable[[], None] | None) -> None:
@@ -430,56 +496,56 @@ class Bridge:
     # -- per frame ----------------------------------------------------------------------------
 
     def _read_datagrams(self, port: InputPort, now: int, wall: int) -> None:
-        ep = port.ep
-        st = port.stats
-        drops = st.drops
-        codec = port.codec
-        passthrough = port.passthrough
-        allow = port.allow
-        recorder = self.recorder
+        recv = port.ep.recv
+        handle = self._handle_datagram
         for _ in range(BATCH):
             try:
-                got = ep.recv()
+                got = recv()
             except EndpointError as exc:
                 self._input_down(port, exc)
                 return
             if got is None:
                 break
-            data, addr = got
-            st.frames += 1
-            if allow is not None and not port._is_allowed(addr):
-                drops[_NOT_ALLOWED] += 1
-                continue
-            try:
-                if passthrough:
-                    source, seq, t_sent, n = codec.peek(data)
-                    frame = None
-                else:
-                    frame = codec.decode(data)
-                    source, seq, t_sent, n = frame.source, frame.seq, frame.t_sent_ns, len(
-                        frame.ids)
-            except DecodeError as exc:
-                drops[REASON_INDEX[exc.reason]] += 1
-                continue
+            handle(port, got[0], got[1], now, wall)
+        port.account_overflow()
+
+    def _handle_datagram(self, port: InputPort, data: Any, addr: Any, now: int, wall: int) -> None:
+        """Admit one datagram and forward it (relay) or queue it (stepped); count any drop."""
+        st = port.stats
+        st.frames += 1
+        if port.allow is not None and not port._is_allowed(addr):
+            st.drops[_NOT_ALLOWED] += 1
+            return
+        codec = port.codec
+        try:
+            if port.passthrough:
+                source, seq, t_sent, n = codec.peek(data)
+                frame = None
+            else:
+                frame = codec.decode(data)
+                source, seq, t_sent, n = frame.source, frame.seq, frame.t_sent_ns, len(frame.ids)
+        except DecodeError as exc:
+            st.drops[REASON_INDEX[exc.reason]] += 1
+            return
+        if port.checks:
             verdict = port.admit(source, seq, t_sent, wall)
             if verdict >= 0:
-                drops[verdict] += 1
-                continue
-            st.accepted += 1
-            st.spikes += n
-            if t_sent:
-                st.one_way.observe(wall - t_sent)
-            if frame is None:
-                for out in port.pass_outputs:
-                    out.emit_raw(codec, data, n, wall)
-                if recorder is not None:
-                    recorder.record(wall, port.index, source, seq, codec.decode(data).ids)
-                self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
-            else:
-                if recorder is not None:
-                    recorder.record(wall, port.index, source, seq, frame.ids)
-                self._dispatch(port, frame.ids, now, wall)
-        port.account_overflow()
+                st.drops[verdict] += 1
+                return
+        st.accepted += 1
+        st.spikes += n
+        if t_sent:
+            st.one_way.observe(wall - t_sent)
+        if frame is None:
+            if self.recorder is not None:
+                self.recorder.record(wall, port.index, source, seq, codec.decode(data).ids)
+            for out in port.pass_outputs:
+                out.emit_raw(codec, data, n, wall)
+            self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
+        else:
+            if self.recorder is not None:
+                self.recorder.record(wall, port.index, source, seq, frame.ids)
+            self._dispatch(port, frame.ids, now, wall)
 
     def _read_stream(self, port: InputPort, now: int, wall: int) -> None:
         st = port.stats
@@ -660,7 +726,8 @@ class Bridge:
             self._wake_w.close()
 
     def _close_endpoints(self) -> None:
-        for port in [*self.inputs, *self.outputs]:
+        ports: list[InputPort | OutputPort] = [*self.inputs, *self.outputs]
+        for port in ports:
             try:
                 port.ep.close()
             except Exception:

@@ -16,7 +16,7 @@ POLICIES = ("catch-up", "skip")
 class Due(NamedTuple):
     """A step that is due now: its index, its deadline and how late it is (ns)."""
 
-    index: int
+    step: int
     deadline_ns: int
     lateness_ns: int
     skipped: int

@@ -1,0 +1,41 @@
+"""``spikebridge bench NAME``: benchmarks that print ratios against floors measured in the same run.
+
+Benchmarks, not tests: they time real processes on this machine and never assert.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "relay": ("bridge.bench.relay:main", "UDP relay latency and throughput vs the bare floor"),
+    "stepped": ("bridge.bench.stepped:main", "step lateness vs cyclictest, Brian2 step cost"),
+    "serial": ("bridge.bench.serial:main", "eDVS line-rate stream through the daemon"),
+    "replay": ("bridge.bench.replay:main", "replay timing error and drift"),
+    "scrape": ("bridge.bench.scrape:main", "step lateness with and without metric scrapes"),
+}
+
+
+def main(argv: Sequence[str]) -> int:
+    """Dispatch to one benchmark."""
+    args = list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: spikebridge bench NAME [ARGS...]\n\nbenchmarks:")
+        for name, (_, text) in BENCHES.items():
+            print(f"  {name:<8} {text}")
+        return 0 if args else 2
+    entry = BENCHES.get(args[0])
+    if entry is None:
+        print(f"spikebridge bench: unknown benchmark {args[0]!r}; "
+              f"choose from {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
+    module, _, func = entry[0].partition(":")
+    try:
+        target = getattr(importlib.import_module(module), func)
+    except ImportError as exc:
+        print(f"spikebridge bench {args[0]}: not available: {exc}", file=sys.stderr)
+        return 1
+    code: int = target(args[1:])
+    return code
