@@ -201,9 +201,7 @@ class NativeCodec(Codec):
         if count == 0:
             ids = np.empty(0, dtype=np.uint32)
         elif rel is not None:
-            ids = np.array(rel, dtype=np.uint32)
-            if base:
-                ids += np.uint32(base)
+            ids = np.array([base + r for r in rel] if base else rel, dtype=np.uint32)
         else:
             if enc == ENC_BITMAP:
                 bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), bitorder="little")
