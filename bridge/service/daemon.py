@@ -1,28 +1,52 @@
-"""``spikebridge run``: the daemon's life cycle around the engine.
+"""``spikebridge run``: the daemon's life cycle around the engine, as a systemd service.
 
-Config -> open every endpoint and build the processor -> run the loop in this thread ->
-on SIGTERM/SIGINT drain, flush, post-run hook, exit 0. Bad config or an endpoint that cannot
-be opened exits 2 before anything runs. Signal handlers only set flags on the bridge.
+Config -> logging (journald or stderr) -> metrics server -> open every endpoint and build the
+processor (EXTEND_TIMEOUT_USEC while that takes long) -> READY=1 -> run the loop in this
+thread, which pings the watchdog and refreshes STATUS through its tick -> on SIGTERM/SIGINT:
+STOPPING=1, drain, flush recordings, post-run hook, exit 0. SIGHUP: RELOADING=1, re-read the
+config file and apply what can change while running, READY=1.
+
+Exit codes: 0 after a clean stop, 1 when the loop failed, 2 for a bad config or argument or an
+endpoint that cannot be opened (nothing has run then). Signal handlers only set flags and send
+one notification; threads (log writer, metrics server) are started before the loop runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import signal
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
+from types import FrameType, MappingProxyType
 
-from bridge.config import BridgeConfig, config_from_flags, load_config
+from prometheus_client.registry import REGISTRY, CollectorRegistry
+
+from bridge.config import BridgeConfig, MetricsConfig, config_from_flags, load_config, parse_listen
+from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.loop import Bridge
+from bridge.engine.stats import BridgeStats
 from bridge.errors import ConfigError, EndpointError
 from bridge.processors import SPEC_GRAMMAR
+from bridge.service import logs, metrics
+from bridge.service.exporter import MetricsServer
+from bridge.service.heartbeat import Heartbeat
+from bridge.service.notify import Notifier
+from bridge.service.status import StatusLine
+from bridge.service.watchdog import WatchdogConfig, watchdog_usec
 from bridge.tools import ArgumentParser, error
 
 log = logging.getLogger("spikebridge")
 
+# Each progress report during start-up (Brian2 code generation and compilation) asks the
+# service manager for this much more time, so TimeoutStartSec only has to cover a silent gap.
+EXTEND_TIMEOUT_NS = 60_000_000_000
+EXTEND_EVERY_NS = 1_000_000_000
 
-def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None]:
-    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error)."""
+
+def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, str]:
+    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error, level)."""
     parser = ArgumentParser(
         prog="spikebridge run",
         description="Run the bridge: from a TOML config, or from --in/--out URLs with no file.",
@@ -31,8 +55,11 @@ def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None]:
         "  spikebridge run --in 'udp://0.0.0.0:50001?format=legacy&neurons=100' \\\n"
         "                  --out 'udp://10.0.0.2:50002?format=legacy&neurons=100'\n"
         "  spikebridge run --in 'udp://127.0.0.1:50001?neurons=100' --out ... \\\n"
-        "                  --processor brian2:examples/reflex.py --dt 1 --duration 10",
-        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+        "                  --processor brian2:examples/reflex.py --dt 1 --duration 10\n"
+        "\n"
+        "signals: SIGTERM/SIGINT stop cleanly (drain, flush, post-run hook, exit 0);\n"
+        "SIGHUP re-reads the config file and applies the [watchdog] section.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", nargs="?", help="TOML config file")
     parser.add_argument("--in", dest="inputs", action="append", default=[], metavar="URL",
@@ -47,70 +74,206 @@ def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None]:
                         help="seconds per run (default: run until stopped)")
     parser.add_argument("--repetitions", type=int, metavar="N", help="runs (needs --duration)")
     parser.add_argument("--metrics", metavar="HOST:PORT",
-                        help="serve Prometheus metrics here (default: config, else off)")
+                        help="serve Prometheus metrics here, e.g. 127.0.0.1:9877 "
+                             "(default: the config's [metrics] listen, else off)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = args.log_level.upper()
     try:
         if args.config:
             if args.inputs or args.outputs:
-                return None, "give a CONFIG file or --in/--out URLs, not both"
+                return None, "give a CONFIG file or --in/--out URLs, not both", level
             cfg = load_config(args.config)
             overrides = {k: v for k, v in (("node", args.node), ("dt", args.dt),
                          ("duration", args.duration), ("repetitions", args.repetitions)) if v}
             if overrides:
                 return None, (f"--{next(iter(overrides))} goes with --in/--out; "
-                              "set it in the config file")
+                              "set it in the config file"), level
             if args.metrics:
-                from dataclasses import replace
-
-                from bridge.config import MetricsConfig, parse_listen
-
                 cfg = replace(cfg, metrics=MetricsConfig(parse_listen(args.metrics, "--metrics")))
         else:
             if not args.inputs:
-                return None, "give a CONFIG file, or at least one --in URL"
+                return None, "give a CONFIG file, or at least one --in URL", level
             cfg = config_from_flags(
                 args.inputs, args.outputs, processor=args.processor, node=args.node,
                 dt_ms=args.dt, duration_s=args.duration, repetitions=args.repetitions,
                 metrics=args.metrics,
             )
     except ConfigError as exc:
-        return None, str(exc)
-    return cfg, None
+        return None, str(exc), level
+    return cfg, None, level
 
 
-def run(cfg: BridgeConfig) -> int:
-    """Open, run and close one bridge; the process exit code."""
-    bridge = Bridge(cfg)
+class StartupProgress:
+    """``on_progress`` for Bridge.open: logs each step and extends the start-up timeout."""
+
+    def __init__(self, notifier: Notifier, clock: Clock) -> None:
+        self._notifier = notifier
+        self._clock = clock
+        self._next_ns: int | None = None
+
+    def __call__(self, message: str) -> None:
+        log.info("%s", message)
+        now = self._clock.monotonic_ns()
+        if self._next_ns is None or now >= self._next_ns:
+            self._next_ns = now + EXTEND_EVERY_NS
+            self._notifier.extend_timeout(EXTEND_TIMEOUT_NS // 1000, f"starting: {message}")
+
+
+class Reloader:
+    """``on_reload`` for Bridge.run (loop thread): RELOADING=1, re-read, apply, READY=1.
+
+    What can change while running is the [watchdog] section. Anything else that differs is
+    named in a warning and waits for a restart: endpoints and the processor are open, and the
+    metrics server cannot be rebound from the real-time thread.
+    """
+
+    def __init__(self, cfg: BridgeConfig, heartbeat: Heartbeat, notifier: Notifier,
+                 clock: Clock, usec: int) -> None:
+        self.cfg = cfg
+        self._heartbeat = heartbeat
+        self._notifier = notifier
+        self._clock = clock
+        self._usec = usec
+        self.reloads = 0
+
+    def __call__(self) -> None:
+        self._notifier.reloading(self._clock.monotonic_ns())
+        try:
+            self._apply()
+        finally:
+            self.reloads += 1
+            self._notifier.ready(self._heartbeat.status_line(self._clock.monotonic_ns()))
+
+    def _apply(self) -> None:
+        old = self.cfg
+        if not os.path.isfile(old.source):
+            log.info("reload: started from --in/--out, there is no config file to re-read")
+            return
+        try:
+            new = load_config(old.source)
+        except ConfigError as exc:
+            log.error("reload: %s; keeping the running config", exc)
+            return
+        watchdog = _watchdog_config(new)
+        self._heartbeat.watchdog = watchdog.policy(self._usec) if self._usec else None
+        self.cfg = replace(old, sections=MappingProxyType({**old.sections, "watchdog": watchdog}))
+        log.info("reload: applied [watchdog] %s", watchdog)
+        changed = [f.name for f in fields(BridgeConfig)
+                   if f.name not in ("sections", "source") and getattr(new, f.name) != getattr(
+                       old, f.name)]
+        changed += [f"[{name}]" for name in sorted(set(new.sections) | set(old.sections))
+                    if name != "watchdog" and new.section(name) != old.section(name)]
+        if changed:
+            log.warning("reload: %s changed; restart the service to apply", ", ".join(changed))
+
+
+def _watchdog_config(cfg: BridgeConfig) -> WatchdogConfig:
+    section = cfg.section("watchdog")
+    return section if isinstance(section, WatchdogConfig) else WatchdogConfig()
+
+
+def _describe(cfg: BridgeConfig) -> str:
+    return (f"{len(cfg.inputs)} in, {len(cfg.outputs)} out, {cfg.mode}, "
+            f"processor {cfg.processor}")
+
+
+class Shutdown:
+    """Sends STOPPING=1 once, whichever comes first: a stop signal or the end of the run."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self.begun = False
+
+    def begin(self, why: str) -> None:
+        if not self.begun:
+            self.begun = True
+            self._notifier.stopping(f"stopping ({why}): draining, flushing, post-run hook")
+
+
+def run(
+    cfg: BridgeConfig,
+    *,
+    environ: Mapping[str, str] | None = None,
+    registry: CollectorRegistry = REGISTRY,
+    clock: Clock = SYSTEM_CLOCK,
+) -> int:
+    """Open, run and close one bridge as a service; the process exit code.
+
+    ``environ`` None means the process environment (and systemd-python for notifications).
+    """
+    env = os.environ if environ is None else environ
+    notifier = Notifier(environ)
+    stats = BridgeStats(cfg.miss_ns)
+    usec = watchdog_usec(env, os.getpid())
+    stats.watchdog_usec = usec
+    heartbeat = Heartbeat(stats, notifier, _watchdog_config(cfg).policy(usec) if usec else None)
+
+    server = None
+    if cfg.metrics.listen is not None:
+        metrics.register(stats, registry)
+        server = MetricsServer(*cfg.metrics.listen, registry=registry)
+        try:
+            server.start()  # before the loop raises itself: this thread stays SCHED_OTHER
+        except EndpointError as exc:
+            log.error("%s", exc)
+            return 2
     try:
-        bridge.open(on_progress=lambda msg: log.info("%s", msg))
-    except (ConfigError, EndpointError) as exc:
-        log.error("%s", exc)
-        return 2
-    for port in bridge.inputs:
-        log.info("input  %-10s %s", port.spec.name, port.ep.describe())
-    for out in bridge.outputs:
-        log.info("output %-10s %s", out.spec.name, out.ep.describe())
-    signal.signal(signal.SIGTERM, lambda *_: bridge.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: bridge.request_stop())
-    signal.signal(signal.SIGHUP, lambda *_: bridge.request_reload())
-    log.info("running (%s, processor %s)", cfg.mode, cfg.processor)
-    try:
-        bridge.run()
+        bridge = Bridge(cfg, clock=clock, stats=stats)
+        try:
+            bridge.open(on_progress=StartupProgress(notifier, clock))
+        except (ConfigError, EndpointError) as exc:
+            log.error("%s", exc)
+            return 2
+        except Exception:
+            log.exception("building the processor failed")
+            return 1
+        for port in bridge.inputs:
+            log.info("input  %-10s %s", port.spec.name, port.ep.describe())
+        for out in bridge.outputs:
+            log.info("output %-10s %s", out.spec.name, out.ep.describe())
+        shutdown = Shutdown(notifier)
+        _install_signals(bridge, shutdown)
+        reloader = Reloader(cfg, heartbeat, notifier, clock, usec)
+        log.info("running (%s)%s", _describe(cfg),
+                 f"; watchdog ping every {usec / 2e6:g} s" if usec else "")
+        notifier.ready(f"ready: {_describe(cfg)}")
+        code = 0
+        try:
+            bridge.run(tick=heartbeat, on_reload=reloader)
+        except Exception:
+            log.exception("the loop failed")
+            code = 1
+        finally:
+            shutdown.begin("run over" if code == 0 else "loop failed")
+            bridge.close()
+        log.info("stopped: %s", StatusLine.totals(stats))
+        return code
     finally:
-        bridge.close()
-    log.info("stopped")
-    return 0
+        if server is not None:
+            server.close()
+
+
+def _install_signals(bridge: Bridge, shutdown: Shutdown) -> None:
+    """SIGTERM/SIGINT: STOPPING=1 at once, then stop the loop; SIGHUP: reload in the loop."""
+
+    def on_stop(sig: int, _frame: FrameType | None) -> None:
+        shutdown.begin(signal.Signals(sig).name)
+        bridge.request_stop()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda _s, _f: bridge.request_reload())
 
 
 def main(argv: Sequence[str]) -> int:
     """``spikebridge run``: exit 0 after a clean stop, 2 on bad config or arguments."""
-    cfg, problem = parse_args(argv)
+    cfg, problem, level = parse_args(argv)
     if cfg is None:
         return error("spikebridge run", problem or "bad arguments")
-    return run(cfg)
+    setup = logs.configure(level)
+    try:
+        return run(cfg)
+    finally:
+        setup.close()

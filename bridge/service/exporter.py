@@ -76,8 +76,14 @@ class MetricsServer:
     """Serves ``registry`` over HTTP on ``host:port`` (port 0 picks a free one)."""
 
     def __init__(
-        self, host: str = DEFAULT_HOST, port: int = 0, registry: CollectorRegistry = REGISTRY
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        registry: CollectorRegistry = REGISTRY,
+        *,
+        poll_s: float = 0.5,
     ) -> None:
+        self._poll_s = poll_s  # how soon close() is noticed; each wake-up takes the GIL once
         self._host = host
         self._port = port
         self._registry = registry
@@ -95,7 +101,8 @@ class MetricsServer:
                 f"metrics server cannot listen on {self._host}:{self._port}: {exc.strerror}"
             ) from None
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics-http", daemon=True
+            target=self._server.serve_forever, args=(self._poll_s,), name="metrics-http",
+            daemon=True,
         )
         self._thread.start()
         host, port = self.address

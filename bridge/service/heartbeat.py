@@ -29,7 +29,7 @@ class Heartbeat:
         "_status",
         "_status_period_ns",
         "_unhealthy",
-        "_watchdog",
+        "watchdog",
     )
 
     def __init__(
@@ -44,7 +44,7 @@ class Heartbeat:
             raise ValueError(f"status period must be > 0 ns, got {status_period_ns}")
         self._stats = stats
         self._notifier = notifier
-        self._watchdog = watchdog
+        self.watchdog = watchdog  # replaceable between ticks (a reload applies new limits)
         self._status = StatusLine()
         self._status_period_ns = status_period_ns
         self._next_status_ns: int | None = None
@@ -52,7 +52,7 @@ class Heartbeat:
 
     def __call__(self, now_ns: int) -> None:
         """One loop iteration happened at ``now_ns`` (monotonic)."""
-        wd = self._watchdog
+        wd = self.watchdog
         if wd is not None:
             if wd.tick(now_ns, self._stats):
                 if self._notifier.watchdog():

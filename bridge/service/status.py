@@ -85,6 +85,18 @@ class StatusLine:
         return line
 
     @staticmethod
+    def totals(stats: BridgeStats) -> str:
+        """Counts since start, for the last log line."""
+        line = (
+            f"{sum(s.frames for s in stats.inputs)} frames in, "
+            f"{sum(s.frames for s in stats.outputs)} out, "
+            f"{sum(s.dropped() for s in (*stats.inputs, *stats.outputs))} dropped"
+        )
+        if stats.steps:
+            line += f", {stats.steps} steps, {stats.deadline_misses} deadline misses"
+        return line
+
+    @staticmethod
     def _timing_histogram(stats: BridgeStats) -> tuple[Histogram, str]:
         """Step lateness when stepping, else the busiest frame-latency path."""
         if stats.steps or not stats.frame_latency:

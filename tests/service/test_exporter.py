@@ -21,7 +21,7 @@ def server():
     stats.add_input("in0").frames = 42
     reg = CollectorRegistry()
     register(stats, reg, build={"version": "0"})
-    srv = MetricsServer("127.0.0.1", 0, reg)
+    srv = MetricsServer("127.0.0.1", 0, reg, poll_s=0.02)
     srv.start()
     yield srv, stats
     srv.close()
@@ -64,13 +64,13 @@ def test_other_paths(server) -> None:
 
 def test_a_taken_port_is_an_endpoint_error(server) -> None:
     port = server[0].address[1]
-    other = MetricsServer("127.0.0.1", port, CollectorRegistry())
+    other = MetricsServer("127.0.0.1", port, CollectorRegistry(), poll_s=0.02)
     with pytest.raises(EndpointError, match=f"127.0.0.1:{port}"):
         other.start()
 
 
 def test_close_releases_the_port() -> None:
-    srv = MetricsServer("127.0.0.1", 0, CollectorRegistry())
+    srv = MetricsServer("127.0.0.1", 0, CollectorRegistry(), poll_s=0.02)
     port = srv.start()[1]
     srv.close()
     srv.close()
@@ -81,7 +81,7 @@ def test_close_releases_the_port() -> None:
 def test_ipv6_loopback() -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 in this build")
-    srv = MetricsServer("::1", 0, CollectorRegistry())
+    srv = MetricsServer("::1", 0, CollectorRegistry(), poll_s=0.02)
     try:
         port = srv.start()[1]
     except EndpointError as exc:

@@ -39,3 +39,13 @@ def test_relay_mode_reports_frame_latency() -> None:
     for _ in range(10):
         hist.observe(150_000_000)  # beyond the last edge
     assert line(S, stats).endswith("latency p99 >max")
+
+
+def test_totals_since_start() -> None:
+    stats = BridgeStats()
+    a, b = stats.add_input("a"), stats.add_output("b")
+    a.frames, b.frames = 10, 9
+    a.drop("stale")
+    assert StatusLine.totals(stats) == "10 frames in, 9 out, 1 dropped"
+    stats.steps, stats.deadline_misses = 100, 2
+    assert StatusLine.totals(stats).endswith(", 100 steps, 2 deadline misses")
