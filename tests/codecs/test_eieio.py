@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,13 @@ def test_reframe_is_identity_and_same_wire_needs_identical_options():
 
 
 # -- properties --------------------------------------------------------------------------
+
+
+def test_golden_vectors_are_printed_in_the_docs():
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "wire-formats.md").read_text().split())
+    for hexes in [g[3] for g in GOLDEN] + [r[2] for r in READ_ONLY]:
+        assert hexes in doc, hexes
+
 
 _settings = settings(max_examples=150, deadline=None,
                      suppress_health_check=[HealthCheck.too_slow])

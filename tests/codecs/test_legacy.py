@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -84,6 +86,12 @@ def test_reframe_rewrites_only_the_address():
     [data] = codec.reframe(bytes.fromhex(DESIGN_EXAMPLE), source=200, seq=5, t_sent_ns=9)
     assert outcome(codec, data) == ("ok", (200, [1, 7]))
     assert codec.same_wire(LegacyCodec(10)) and not codec.same_wire(LegacyCodec(11))
+
+
+def test_golden_vectors_are_printed_in_the_docs():
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "wire-formats.md").read_text().split())
+    for hexes in [g[2] for g in GOLDEN]:
+        assert hexes in doc, hexes
 
 
 _settings = settings(max_examples=150, deadline=None,

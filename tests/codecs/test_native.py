@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -295,6 +296,12 @@ def test_same_wire():
     assert NativeCodec(10).same_wire(NativeCodec(10, keys=(KEY,), mtu=1500))
     assert not NativeCodec(10).same_wire(NativeCodec(11))
     assert not NativeCodec(10, mtu=1000).same_wire(NativeCodec(10, mtu=999))
+
+
+def test_golden_vectors_are_printed_in_the_docs():
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "wire-formats.md").read_text().split())
+    for hexes in [h for g in GOLDEN for h in g[3]]:
+        assert hexes in doc, hexes
 
 
 # -- properties --------------------------------------------------------------------------

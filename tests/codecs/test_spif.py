@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,6 +165,12 @@ def test_reframe_is_identity_and_same_wire_needs_identical_options():
     assert a.reframe(data, 1, 2, 3) == [data]
     assert a.same_wire(SpifCodec(0, width=4, height=4))
     assert not a.same_wire(SpifCodec(0, width=4, height=4, layout="xyp"))
+
+
+def test_golden_vectors_are_printed_in_the_docs():
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "wire-formats.md").read_text().split())
+    for hexes in [g[3] for g in GOLDEN]:
+        assert hexes in doc, hexes
 
 
 _settings = settings(max_examples=150, deadline=None,
