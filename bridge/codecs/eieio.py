@@ -243,18 +243,17 @@ class EieioCodec(Codec):
                 keys = keys[::2]
             if prefix:
                 keys = tuple(k | prefix for k in keys)
-            lo, hi = min(keys), max(keys)
-            self._check_range(lo, hi)
-            ids = np.array(keys, dtype=np.int64)
-        else:
-            raw = np.frombuffer(data, dtype="<" + ("u2" if code == "H" else "u4"),
-                                count=words, offset=pos)
-            if etype & 1:
-                raw = raw[::2]
-            ids = raw.astype(np.int64)
-            if prefix:
-                ids |= prefix
-            self._check_range(int(ids.min()), int(ids.max()))
+            self._check_range(min(keys), max(keys))
+            return SpikeFrame(0, NO_SEQ, 0, np.array(
+                [k - base for k in keys] if base else keys, dtype=np.uint32))
+        raw = np.frombuffer(data, dtype="<" + ("u2" if code == "H" else "u4"),
+                            count=words, offset=pos)
+        if etype & 1:
+            raw = raw[::2]
+        ids = raw.astype(np.int64)
+        if prefix:
+            ids |= prefix
+        self._check_range(int(ids.min()), int(ids.max()))
         if base:
             ids -= base
         return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
@@ -279,14 +278,10 @@ class EieioCodec(Codec):
             head_extra += self._ts_struct.pack(tick & (0xFFFF if self.keybits == 16 else _M32))
         if n == 0:
             return [self._wrap + _COUNT_FLAGS.pack(0, self._flags) + head_extra]
-        if n <= _SMALL:
+        if n <= _SMALL:  # always fits one message: at least 62 keys do
             values = self._values_small(ids.tolist())
-            per = self._per_message
-            return [
-                self._wrap + _COUNT_FLAGS.pack(len(chunk), self._flags) + head_extra
-                + _list_struct(self._key_code, len(chunk)).pack(*chunk)
-                for chunk in (values[i:i + per] for i in range(0, n, per))
-            ]
+            return [b"".join((self._wrap, _COUNT_FLAGS.pack(n, self._flags), head_extra,
+                              _list_struct(self._key_code, n).pack(*values)))]
         body = self._values_array(ids)
         width = 2 if self.keybits == 16 else 4
         per = self._per_message
