@@ -211,6 +211,10 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
         scheme_options=MappingProxyType(scheme_options),
     )
     make_codec(spec)  # validates the codec options and neuron count now, not at open time
+    try:  # constructing opens nothing: it checks the address and the scheme's own options
+        scheme_cls(url, role, spec.scheme_options)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=str(url)) from None
     return spec
 
 
