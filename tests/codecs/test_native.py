@@ -393,3 +393,15 @@ def test_random_bytes_raise_only_decode_error(data, keys):
 @given(mutated())
 def test_mutation_fuzz_long(case):
     check_agree(*case)
+
+
+@pytest.mark.parametrize("ids", [[1, 7, 42], list(range(0, 3000, 7)), list(range(2000)),
+                                 [0, 2**31, 5] * 10])
+def test_decoded_ids_do_not_alias_a_reused_receive_buffer(ids):
+    codec = NativeCodec(0, mtu=9000, keys=(KEY,))
+    [data] = codec.encode(SpikeFrame.of(ids, seq=1))
+    buf = bytearray(data)
+    frame = codec.decode(memoryview(buf))
+    assert codec.peek(memoryview(buf)) == codec.peek(data)
+    buf[:] = bytes(len(buf))  # the endpoint reuses its buffer for the next datagram
+    assert frame.ids.tolist() == ids

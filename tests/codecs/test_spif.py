@@ -242,3 +242,13 @@ def test_random_bytes_raise_only_decode_error(data):
 @given(mutated())
 def test_mutation_fuzz_long(case):
     check_agree(*case)
+
+
+@pytest.mark.parametrize("n", [3, 100])
+def test_decoded_ids_do_not_alias_a_reused_receive_buffer(n):
+    codec = SpifCodec(0, width=32, height=32)
+    [data] = codec.encode(SpikeFrame.of(range(n)))
+    buf = bytearray(data)
+    frame = codec.decode(memoryview(buf))
+    buf[:] = bytes(len(buf))
+    assert frame.ids.tolist() == list(range(n))
