@@ -157,9 +157,9 @@ Record = SpikeRecord | GapRecord | EndRecord
 # --- header -------------------------------------------------------------------------------
 
 
-def encode_header(header: Header) -> bytes:
-    """The header bytes for ``header``; ValueError when it cannot be stored."""
-    meta = {
+def header_meta(header: Header) -> dict[str, Any]:
+    """The header as the JSON object stored in the file."""
+    return {
         "format": "spikebridge-recording",
         "version": header.version,
         "node": header.node,
@@ -175,6 +175,36 @@ def encode_header(header: Header) -> bytes:
         ],
         "extra": dict(header.extra),
     }
+
+
+def header_from_meta(meta: Mapping[str, Any], version: int = VERSION) -> Header:
+    """The Header described by a stored JSON object; RecordingError when it is malformed."""
+    try:
+        endpoints = tuple(
+            EndpointInfo(
+                name=str(e["name"]), url=str(e["url"]), direction=str(e["direction"]),
+                format=str(e["format"]), neurons=int(e["neurons"]), offset=int(e["offset"]),
+            )
+            for e in meta["endpoints"]
+        )
+        return Header(
+            endpoints=endpoints,
+            start_wall_ns=int(meta["start_wall_ns"]),
+            start_mono_ns=int(meta["start_mono_ns"]),
+            node=None if meta.get("node") is None else int(meta["node"]),
+            segment=int(meta.get("segment", 0)),
+            run=str(meta.get("run", "")),
+            software=str(meta.get("software", "")),
+            extra=MappingProxyType(dict(meta.get("extra", {}))),
+            version=version,
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RecordingError(f"header metadata is malformed: {exc!r}") from None
+
+
+def encode_header(header: Header) -> bytes:
+    """The header bytes for ``header``; ValueError when it cannot be stored."""
+    meta = header_meta(header)
     if len(header.endpoints) >= NO_ENDPOINT:
         raise ValueError(f"at most {NO_ENDPOINT - 1} endpoints fit in a recording")
     blob = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
@@ -208,27 +238,11 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int] | 
         raise RecordingError("header checksum mismatch (damaged header)")
     try:
         meta = json.loads(bytes(data[_HEAD.size : size - _CRC.size]))
-        endpoints = tuple(
-            EndpointInfo(
-                name=str(e["name"]), url=str(e["url"]), direction=str(e["direction"]),
-                format=str(e["format"]), neurons=int(e["neurons"]), offset=int(e["offset"]),
-            )
-            for e in meta["endpoints"]
-        )
-        header = Header(
-            endpoints=endpoints,
-            start_wall_ns=int(meta["start_wall_ns"]),
-            start_mono_ns=int(meta["start_mono_ns"]),
-            node=None if meta.get("node") is None else int(meta["node"]),
-            segment=int(meta.get("segment", 0)),
-            run=str(meta.get("run", "")),
-            software=str(meta.get("software", "")),
-            extra=MappingProxyType(dict(meta.get("extra", {}))),
-            version=version,
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RecordingError(f"header metadata is malformed: {exc!r}") from None
-    return header, size
+    except ValueError as exc:
+        raise RecordingError(f"header metadata is not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise RecordingError("header metadata is not a JSON object")
+    return header_from_meta(meta, version), size
 
 
 # --- records ------------------------------------------------------------------------------

@@ -204,6 +204,7 @@ class SpikeTable:
     frames: int
     gaps: list[GapRecord]
     reports: list[ReadReport]
+    paths: list[Path]  # the files read, in time order (as ``reports``)
 
     @property
     def duration_ns(self) -> int:
@@ -257,4 +258,5 @@ def load_table(paths: Sequence[str | os.PathLike[str]]) -> SpikeTable:
         frames=frame_no,
         gaps=gaps,
         reports=[r.report for r in readers],
+        paths=[r.path for r in readers],
     )

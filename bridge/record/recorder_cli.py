@@ -1,0 +1,135 @@
+"""``spikebridge record URL FILE``: capture the frames arriving at an endpoint to a .sbr file.
+
+A thin command around Recorder: the receive loop never waits for the disk. On a terminal it
+shows a progress line (elapsed, frames, spikes, rate, drops); piped, it prints nothing but
+warnings. Ctrl-C or SIGTERM ends the capture and completes the file. Exit 0 on success,
+1 when the capture failed, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
+from bridge.engine.clock import SYSTEM_CLOCK, Clock
+from bridge.errors import ConfigError, EndpointError
+from bridge.record.config import endpoint_info
+from bridge.record.intake import Intake
+from bridge.record.progress import ProgressLine, human_rate
+from bridge.record.recorder import Recorder
+from bridge.tools import ArgumentParser, error
+
+PROG = "spikebridge record"
+
+
+def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
+    """Record until --duration, --count, Ctrl-C or SIGTERM; returns the exit code."""
+    parser = ArgumentParser(
+        prog=PROG, description=__doc__,
+        epilog="example: spikebridge record 'udp://0.0.0.0:5000?format=native' run.sbr "
+               "--duration 60",
+    )
+    parser.add_argument("url", help="endpoint URL to receive on (udp://, mcast://, serial:, ...)")
+    parser.add_argument("file", help="the .sbr file to create (never overwritten)")
+    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
+                        help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--count", type=int, default=0, metavar="N",
+                        help="stop after N frames (default: no limit)")
+    parser.add_argument("--rotate-mb", type=float, default=0.0, metavar="MB",
+                        help="start a new file every MB megabytes (FILE gets -0000, -0001, ...)")
+    parser.add_argument("--rotate-s", type=float, default=0.0, metavar="S",
+                        help="start a new file every S seconds")
+    parser.add_argument("--min-free-mb", type=float, default=256.0, metavar="MB",
+                        help="stop writing when the disk has less free space (default 256)")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    shown.add_argument("--progress", action="store_true",
+                       help="progress line even when stderr is not a terminal")
+    args = parser.parse_args(argv)
+    if args.duration < 0 or args.count < 0 or args.rotate_mb < 0 or args.rotate_s < 0:
+        return error(PROG, "--duration, --count, --rotate-mb and --rotate-s must be >= 0")
+    if Path(args.file).exists():
+        return error(PROG, f"{args.file} exists; a recording is never overwritten")
+    try:
+        spec = endpoint_spec(args.url, "in")
+        codec = make_codec(spec)
+        recorder = Recorder(
+            args.file, [endpoint_info(spec)], node=spec.source,
+            rotate_bytes=int(args.rotate_mb * 1e6), rotate_seconds=args.rotate_s,
+            min_free_bytes=int(args.min_free_mb * 1e6), clock=clock,
+            extra={"recorded_by": PROG},
+        )
+        ep = open_endpoint(spec)
+    except (ConfigError, ValueError) as exc:
+        return error(PROG, str(exc))
+    except EndpointError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        recorder.start()
+    except OSError as exc:
+        ep.close()
+        print(f"{PROG}: cannot record to {args.file}: {exc}", file=sys.stderr)
+        return 1
+    stop = False
+
+    def on_signal(_sig: int, _frm: object) -> None:
+        nonlocal stop
+        stop = True
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    progress = ProgressLine(enabled=False if args.quiet else (True if args.progress else None))
+    intake = Intake(ep, codec, spec.stream)
+    sel = selectors.DefaultSelector()
+    sel.register(ep.fileno(), selectors.EVENT_READ)
+    start = clock.monotonic_ns()
+    end = start + int(args.duration * 1e9) if args.duration else None
+    frames = spikes = 0
+
+    def line(now: int) -> str:
+        secs = (now - start) / 1e9
+        drops = intake.dropped() + recorder.dropped_frames + recorder.lost_frames
+        return (f"{secs:8.1f} s  {frames} frames  {spikes} spikes  "
+                f"{human_rate(frames, secs)}  drops {drops}")
+
+    try:
+        while not stop:
+            now = clock.monotonic_ns()
+            if end is not None and now >= end:
+                break
+            timeout = 0.25 if end is None else max(0.0, min(0.25, (end - now) / 1e9))
+            ready = sel.select(timeout)
+            now = clock.monotonic_ns()  # one reading per wake-up, as the daemon's loop does
+            if ready:
+                for frame in intake.frames():
+                    recorder.record(now, 0, frame.source, frame.seq, frame.ids, frame.t_sent_ns)
+                    frames += 1
+                    spikes += len(frame.ids)
+            progress.update(now, line(now))
+            if args.count and frames >= args.count:
+                break
+    except EndpointError as exc:
+        print(f"\n{PROG}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        sel.close()
+        ep.close()
+        recorder.close()
+        progress.close(line(clock.monotonic_ns()))
+    lost = recorder.dropped_frames + recorder.lost_frames
+    if lost:
+        print(f"{PROG}: warning: {lost} frame(s) could not be written (see the gap records)",
+              file=sys.stderr)
+    if intake.dropped():
+        reasons = ", ".join(f"{r}={n}" for r, n in sorted(intake.drops.items()))
+        kernel = ep.overflow_drops()
+        print(f"{PROG}: warning: {intake.dropped()} datagram(s) dropped"
+              f"{' (' + reasons + ')' if reasons else ''}"
+              f"{f', {kernel} by the kernel' if kernel else ''}", file=sys.stderr)
+    return 1 if recorder.write_errors and not recorder.frames_written else 0
