@@ -235,7 +235,7 @@ def brian2_arrays(
         steps = np.round(times / dt_s).astype(np.int64)
         _, first = np.unique(np.stack([steps, indices]), axis=1, return_index=True)
         first.sort()
-        indices, times = indices[first], steps[first] * dt_s
+        indices, times = indices[first], (steps[first] * dt_s).astype(np.float64)
     return indices, times
 
 
