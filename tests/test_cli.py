@@ -114,3 +114,10 @@ def test_sigterm_exits_0(daemon: Any) -> None:
     d = daemon("--in", f"udp://127.0.0.1:{free_udp_port()}?neurons=4")
     assert wait_for(lambda: "running" in _peek(d), timeout=10)
     assert d.stop(signal.SIGTERM) == 0
+
+
+def test_demo_runs_and_balances_its_books() -> None:
+    res = run("demo", "--seconds", "2", "--metrics", "127.0.0.1:0", timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "books balanced" in res.stderr
+    assert "retina  received" in res.stdout and "motor   sent" in res.stdout
