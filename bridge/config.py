@@ -56,6 +56,7 @@ class BridgeConfig:
     repetitions: int = 1
     queue_frames: int = 4096
     max_age_ns: int | None = None
+    on_error: str = "skip"
     metrics: MetricsConfig = MetricsConfig()
     sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<cli>"
@@ -157,8 +158,9 @@ def _section(name: str, table: Any) -> Any:
 
 BRIDGE_KEYS = {
     "node", "mode", "processor", "dt_ms", "policy", "spin_us", "miss_us", "duration_s",
-    "repetitions", "queue_frames", "max_age_ms",
+    "repetitions", "queue_frames", "max_age_ms", "on_error",
 }
+ON_ERROR = ("skip", "stop")
 TOP_KEYS = {"bridge", "input", "output", "processor", "metrics", *SECTION_PARSERS}
 
 
@@ -215,6 +217,10 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
     queue_frames = _get(br, "queue_frames", "bridge", (int,), 4096)
     if not 1 <= queue_frames <= 1 << 20:
         raise ConfigError(f"must be 1..1048576, got {queue_frames}", key="bridge.queue_frames")
+    on_error = _get(br, "on_error", "bridge", (str,), "skip")
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"must be one of {', '.join(ON_ERROR)}, got {on_error!r}",
+                          key="bridge.on_error")
     max_age = _get(br, "max_age_ms", "bridge", (int, float), 0)
     max_age_ns = _positive_ns(max_age, 1_000_000, "bridge.max_age_ms", allow_zero=True) or None
 
@@ -258,7 +264,7 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         inputs=inputs, outputs=outputs, node=node, mode=mode, processor=processor,
         params=MappingProxyType(dict(params)), dt_ns=dt_ns, policy=policy, spin_ns=spin_ns,
         miss_ns=miss_ns, duration_ns=duration_ns, repetitions=repetitions,
-        queue_frames=queue_frames, max_age_ns=max_age_ns, metrics=metrics,
+        queue_frames=queue_frames, max_age_ns=max_age_ns, on_error=on_error, metrics=metrics,
         sections=MappingProxyType(sections), source=source,
     )
 

@@ -262,6 +262,7 @@ class Bridge:
         self._wall_offset = clock.wall_ns() - clock.monotonic_ns()
         self._opened = False
         self._closed = False
+        self.failure: str | None = None  # why the loop stopped itself (the exit is then 1)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -608,7 +609,12 @@ class Bridge:
             out = self.processor.step(ids, now)
         except Exception:
             self.stats.processor_errors += 1
-            if self.stats.processor_errors <= 10 or self.stats.processor_errors % 1000 == 0:
+            if self.config.on_error == "stop":
+                log.exception("processor %s failed; stopping (bridge.on_error = 'stop')",
+                              self.config.processor)
+                self.failure = f"processor {self.config.processor} raised"
+                self.request_stop()
+            elif self.stats.processor_errors <= 10 or self.stats.processor_errors % 1000 == 0:
                 log.exception("processor %s failed (error %d); step skipped",
                               self.config.processor, self.stats.processor_errors)
             return None

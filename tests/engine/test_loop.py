@@ -436,3 +436,30 @@ def test_relay_of_a_large_native_frame_is_split_and_reassembled(run_bridge: Any,
         tx.send(rb.in_port(), d)
     got = np.concatenate([NativeCodec(n).decode(d).ids for d in rx.recv_all()])
     assert np.array_equal(np.sort(got), ids)
+
+
+class TestProcessorErrors:
+    @pytest.mark.parametrize("policy", ["skip", "stop"])
+    def test_a_crashing_step_function_is_counted_and_follows_the_policy(
+            self, policy: str, run_bridge: Any, peers: Any, tmp_path: Path,
+            caplog: pytest.LogCaptureFixture) -> None:
+        mod = tmp_path / f"crash_{policy}.py"
+        mod.write_text("def step(ids):\n    if 3 in ids.tolist():\n"
+                       "        raise RuntimeError('boom')\n    return ids\n")
+        tx, rx = peers(), peers()
+        rb = run_bridge({"bridge": {"processor": f"python:{mod}:step", "on_error": policy},
+                         "input": ["udp://127.0.0.1:0?format=native&neurons=8"],
+                         "output": [f"udp://127.0.0.1:{rx.port}?format=native&neurons=8"]})
+        tx.send(rb.in_port(), native([1], seq=0))
+        tx.send(rb.in_port(), native([3], seq=1))
+        tx.send(rb.in_port(), native([2], seq=2))
+        got = [NativeCodec(8).decode(d).ids.tolist() for d in rx.recv_all()]
+        assert rb.bridge.stats.processor_errors == 1
+        assert "RuntimeError: boom" in caplog.text  # logged with its traceback
+        if policy == "skip":
+            assert got == [[1], [2]]
+            assert rb.bridge.failure is None
+        else:
+            assert got == [[1]]
+            assert rb.thread.join(5) is None and not rb.thread.is_alive()
+            assert rb.bridge.failure is not None
