@@ -166,6 +166,7 @@ class Player:
         self.spin_ns = spin_ns
         self.keep_lateness = keep_lateness
         self.stats = PlayStats()
+        self.schedule: Schedule | None = None  # set when the first frame is due
         self._stop = False
 
     def stop(self) -> None:
@@ -200,7 +201,7 @@ class Player:
                 if self._stop:
                     break
                 if schedule is None:
-                    schedule = Schedule(clock.monotonic_ns(), t, self.speed)
+                    schedule = self.schedule = Schedule(clock.monotonic_ns(), t, self.speed)
                 if self.timing:
                     due = schedule.due(t, lap)
                     now = wait_until(clock, due, self.spin_ns, self._stopped)
