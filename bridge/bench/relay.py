@@ -91,7 +91,9 @@ class Result:
     blast: dict[str, float] = field(default_factory=dict)
     throughput_fps: float = 0.0
     throughput_note: str = ""
+    cpu_us_per_frame: float = float("nan")
     books: dict[str, int] = field(default_factory=dict)
+    relayed: int = 0  # frames the relay sent on during the blasts (delivered + receiver drops)
 
 
 def free_port() -> int:
@@ -209,6 +211,23 @@ def blast(sock: socket.socket, in_port: int, rate: float, seconds: float
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` and its children so far (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def scrape(port: int) -> dict[str, float]:
     """The spikebridge_frames_* counters of a running daemon per name and endpoint ({} if none)."""
     out: dict[str, float] = {}
@@ -238,6 +257,7 @@ def throughput(sock: socket.socket, in_port: int, seconds: float, steps: int,
     """Highest offered rate with >= 99 % delivered: a blast, then a bisection below it."""
     first = blast(sock, in_port, 0, seconds)
     r.blast = first
+    r.relayed += int(first["delivered"] + first["receiver_overflow"])
     if first["fraction"] >= 0.99:
         r.throughput_fps = first["offered_fps"]
         r.throughput_note = "sender-bound: delivered >= 99 % at the fastest one sender can offer"
@@ -246,6 +266,7 @@ def throughput(sock: socket.socket, in_port: int, seconds: float, steps: int,
     for _ in range(steps):
         mid = (lo + hi) / 2
         got = blast(sock, in_port, mid, seconds)
+        r.relayed += int(got["delivered"] + got["receiver_overflow"])
         if got["fraction"] >= 0.99:
             lo = got["offered_fps"]
         else:
@@ -283,7 +304,10 @@ def run_target(name: str, argv: list[str], in_port: int, out_port: int, args: An
         if rtts.size:
             r.rtt_us = {f"p{q}": float(np.percentile(rtts, q)) / 1000 for q in (50, 99, 99.9)}
         before = scrape(metrics_port) if metrics_port else {}
+        cpu0 = cpu_seconds(proc.pid)
         throughput(sock, in_port, args.seconds, args.steps, r)
+        cpu1 = cpu_seconds(proc.pid)
+        r.cpu_us_per_frame = (cpu1 - cpu0) * 1e6 / max(1, r.relayed)
         if metrics_port and before:
             after = scrape(metrics_port)
             delta = {k: int(after.get(k, 0) - before.get(k, 0)) for k in after}
@@ -356,13 +380,14 @@ def report(results: dict[str, Result]) -> None:
     """Print the table and the ratios to the floor."""
     print()
     print(f"{'target':<12} {'p50 us':>9} {'p99 us':>9} {'p99.9 us':>9} {'lost':>5} "
-          f"{'blast offered/s':>16} {'delivered':>10} {'>=99% at /s':>12}")
+          f"{'blast offered/s':>16} {'delivered':>10} {'>=99% at /s':>12} {'cpu us/fr':>10}")
     for r in results.values():
         q = r.rtt_us
         print(f"{r.name:<12} {q.get('p50', float('nan')):9.1f} {q.get('p99', float('nan')):9.1f} "
               f"{q.get('p99.9', float('nan')):9.1f} {r.rtt_lost:5d} "
               f"{r.blast.get('offered_fps', 0):16.0f} "
-              f"{int(r.blast.get('delivered', 0)):>10d} {r.throughput_fps:12.0f}")
+              f"{int(r.blast.get('delivered', 0)):>10d} {r.throughput_fps:12.0f} "
+              f"{r.cpu_us_per_frame:10.2f}")
     floor = results.get("floor")
     if floor is None or not floor.rtt_us:
         return
@@ -374,8 +399,9 @@ def report(results: dict[str, Result]) -> None:
         p50 = r.rtt_us["p50"] / floor.rtt_us["p50"]
         p99 = r.rtt_us["p99"] / floor.rtt_us["p99"]
         thr = r.throughput_fps / floor.throughput_fps if floor.throughput_fps else float("nan")
-        print(f"  {r.name:<12} p50 {p50:5.2f}x   p99 {p99:5.2f}x   throughput {thr:5.2f}x"
-              f"   ({r.throughput_note})")
+        cpu = r.cpu_us_per_frame / floor.cpu_us_per_frame
+        print(f"  {r.name:<12} p50 {p50:5.2f}x   p99 {p99:5.2f}x   throughput {thr:5.2f}x   "
+              f"cpu per frame {cpu:5.2f}x   ({r.throughput_note})")
     sb = results.get("spikebridge")
     if sb is not None and sb.books:
         b = sb.books
