@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import termios
 import tty
+from collections.abc import Callable, Iterator
+
+import pytest
 
 
 class Host:
@@ -33,3 +37,19 @@ class Host:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+@pytest.fixture
+def open_host() -> Iterator[Callable[[str], Host]]:
+    """Open the host side of a pty path; closed at teardown."""
+    opened: list[Host] = []
+
+    def open_(path: str) -> Host:
+        host = Host(path)
+        opened.append(host)
+        return host
+
+    yield open_
+    for host in opened:
+        with contextlib.suppress(OSError):
+            host.close()
