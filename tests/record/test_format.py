@@ -241,3 +241,28 @@ def test_arbitrary_bytes_never_raise(noise: bytes, cut: int) -> None:
     assert got[: len(SAMPLE)] == SAMPLE
     consumed = sum(len(encode_record(r)) for r in got)  # type: ignore[arg-type]
     assert consumed + dec.skipped_bytes + dec.truncated_bytes == len(data)
+
+
+def test_golden_vectors_printed_in_the_wire_format_doc() -> None:
+    from pathlib import Path
+
+    doc_path = Path(__file__).parents[2] / "docs" / "wire-formats.md"
+    doc = " ".join(doc_path.read_text(encoding="utf-8").split())
+    vectors = [
+        encode_spikes(1_000_000, 0, 3, 7, 0, np.array([1, 7], dtype=np.uint32)),
+        encode_spikes(2_000_000, 1, 3, NO_SEQ, 1_700_000_000_000_000_000,
+                      np.array([70000], dtype=np.uint32)),
+        encode_gap(2_500_000, "overflow", 4, 12),
+        encode_end(3_000_000, 2, 3, 4, 12),
+    ]
+    for v in vectors:
+        assert v.hex(" ") in doc
+    header = encode_header(Header(
+        (EndpointInfo("in0", "udp://0.0.0.0:5000?format=native&neurons=100", "in", "native",
+                      100),),
+        start_wall_ns=1_700_000_000_000_000_000, start_mono_ns=5_000_000_000, node=1, run="r1",
+        software="spikebridge 0.1.0",
+    ))
+    assert header[:16].hex(" ") in doc
+    assert header[16:-4].decode() in doc
+    assert header[-4:].hex(" ") in doc
