@@ -238,3 +238,35 @@ def test_misuse_is_refused(tmp_path: Path) -> None:
     rec = make(tmp_path, FakeClock())
     with pytest.raises(RuntimeError):
         rec.start(thread=False)
+
+
+def test_a_stalled_disk_never_blocks_record(tmp_path: Path) -> None:
+    """The writer thread hangs in write(); record() keeps returning at once, drops counted."""
+    import threading
+
+    rec = Recorder(tmp_path / "s.sbr", EPS, min_free_bytes=0, buffer_frames=100)
+    rec.start()
+    writer = rec._writer
+    assert writer is not None
+    entered, release = threading.Event(), threading.Event()
+    real_write = writer.write
+
+    def stalled(data: bytes) -> None:
+        entered.set()
+        release.wait(30)
+        real_write(data)
+
+    writer.write = stalled  # type: ignore[method-assign]
+    assert rec.record(0, 0, 1, 0, ids(1))
+    assert entered.wait(30)  # the writer (pumping every 50 ms) is now stuck inside write()
+    accepted = [rec.record(i, 0, 1, i, ids(1, 2)) for i in range(1, 1001)]
+    assert sum(accepted) == 100 and rec.queued == 100
+    assert (rec.dropped_frames, rec.dropped_spikes) == (900, 1800)
+    release.set()
+    assert rec.flush(timeout=30)
+    rec.close()
+    got = list(SbrReader(tmp_path / "s.sbr"))
+    assert [r.frame.seq for r in got if isinstance(r, SpikeRecord)] == list(range(101))
+    assert GapRecord in {type(r) for r in got}
+    gap = next(r for r in got if isinstance(r, GapRecord))
+    assert (gap.reason, gap.frames, gap.spikes) == ("overflow", 900, 1800)
