@@ -48,11 +48,11 @@ def _us(ns: float) -> str:
 def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     """Replay to the end (or forever with --loop) or until Ctrl-C; returns the exit code."""
     parser = ArgumentParser(
-        prog=PROG, description=__doc__,
+        prog=PROG, description=__doc__, usage=f"{PROG} [options] FILE [FILE...] URL",
         epilog="example: spikebridge replay run.sbr 'udp://127.0.0.1:5000?format=native' "
                "--speed 2 --endpoint in0",
     )
-    parser.add_argument("items", nargs="+", metavar="FILE... URL",
+    parser.add_argument("items", nargs="+", metavar="FILE [FILE...] URL",
                         help="the recording (or its rotated segments), then the endpoint URL")
     parser.add_argument("--speed", type=float, default=1.0, help="speed factor (default 1)")
     parser.add_argument("--loop", action="store_true", help="start over at the end, forever")
