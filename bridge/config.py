@@ -260,6 +260,11 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         raise ConfigError(f"endpoint names must be unique, repeated: {', '.join(sorted(dup))}",
                           key="input/output name")
     sections = {name: _section(name, doc[name]) for name in SECTION_PARSERS if name in doc}
+    record = sections.get("record")
+    for name in getattr(record, "endpoints", ()) or ():
+        if name not in names:
+            raise ConfigError(f"no endpoint is named {name!r}; names: {', '.join(names)}",
+                              key="record.endpoints")
     return BridgeConfig(
         inputs=inputs, outputs=outputs, node=node, mode=mode, processor=processor,
         params=MappingProxyType(dict(params)), dt_ns=dt_ns, policy=policy, spin_ns=spin_ns,

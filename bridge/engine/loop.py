@@ -49,8 +49,8 @@ _EMPTY = np.empty(0, dtype=np.uint32)
 class OutputPort:
     """An output endpoint with its codec, its slice of the output population and its counters."""
 
-    __slots__ = ("codec", "down", "ep", "index", "seq", "source", "span", "spec", "stats",
-                 "stream", "whole")
+    __slots__ = ("codec", "down", "ep", "index", "rec", "recorder", "seq", "source", "span",
+                 "spec", "stats", "stream", "whole")
 
     def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, node: int,
                  index: int) -> None:
@@ -65,6 +65,8 @@ class OutputPort:
         self.seq = 0
         self.source = node if spec.source is None else spec.source
         self.down = False
+        self.recorder: Any = None  # set with ``rec`` when this output is recorded
+        self.rec: int | None = None
         try:  # the node must fit the format's source field (legacy: 0..255)
             self.codec.encode(SpikeFrame(self.source, 0, 0, _EMPTY))
         except ValueError as exc:
@@ -93,11 +95,14 @@ class OutputPort:
             log.warning("output %s is down: %s; reopening with backoff", self.spec.name, exc)
             self.down = True
 
-    def emit_raw(self, codec: Any, data: Any, spikes: int, wall_ns: int) -> None:
+    def emit_raw(self, codec: Any, data: Any, spikes: int, now: int, wall_ns: int) -> None:
         """Forward a datagram that ``codec.peek`` accepted, under this output's header."""
         if self.down:
             self.stats.drops[_SEND_FAILED] += 1
             return
+        if self.rec is not None:
+            self.recorder.record(now, self.rec, self.source, self.seq, codec.decode(data).ids,
+                                 wall_ns)
         datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
         if len(datagrams) == 1:  # the common case, without the general loop's overhead
             self.seq += 1
@@ -116,7 +121,7 @@ class OutputPort:
         self.seq += len(datagrams)
         self._send_all(datagrams, spikes)
 
-    def emit(self, ids: IdArray, wall_ns: int, send_empty: bool) -> None:
+    def emit(self, ids: IdArray, now: int, wall_ns: int, send_empty: bool) -> None:
         """Send this output's slice of the output population's ``ids``."""
         local = take(ids, self.span, self.whole)
         if not local.size and not send_empty:
@@ -124,6 +129,8 @@ class OutputPort:
         if self.down:
             self.stats.drops[_SEND_FAILED] += 1
             return
+        if self.rec is not None:
+            self.recorder.record(now, self.rec, self.source, self.seq, local, wall_ns)
         frame = SpikeFrame(self.source, self.seq, wall_ns, local)
         if self.stream:
             self.seq += 1
@@ -152,6 +159,7 @@ class InputPort:
         "overflow_seen",
         "pass_outputs",
         "passthrough",
+        "rec",
         "seq_bits",
         "source",
         "spec",
@@ -183,6 +191,7 @@ class InputPort:
         self.generic: list[OutputPort] = []
         self.down = False
         self.overflow_seen = 0
+        self.rec: int | None = None  # the recorder's slot when this input is recorded
         # Admission beyond decoding is needed only with a source filter, sequence numbers
         # or a staleness bound; the legacy relay path skips the call entirely.
         self.checks = (
@@ -300,10 +309,30 @@ class Bridge:
                     )
                 out.whole = out.span.lo == 0 and out.span.hi == self.output_size
             self._plan(in_spans)
+            self._open_recorder()
         except BaseException:
             self._close_endpoints()
             raise
         self._opened = True
+
+    def _open_recorder(self) -> None:
+        """Start the recording writer (a thread) now, before the loop may go real-time."""
+        settings = self.config.section("record")
+        if settings is None or not settings.enabled:
+            return
+        rec = settings.recorder(
+            [*self.config.inputs, *self.config.outputs], node=self.config.node, clock=self.clock
+        )
+        for port in self.inputs:
+            port.rec = rec.slot(port.spec.name)
+        for out in self.outputs:
+            out.rec = rec.slot(out.spec.name)
+            out.recorder = rec if out.rec is not None else None
+        try:
+            rec.start()
+        except OSError as exc:
+            raise EndpointError(f"cannot record to {settings.path}: {exc}") from None
+        self.recorder = rec
 
     def _plan(self, in_spans: list[Span]) -> None:
         self._identity = type(self.processor).__name__ == "RelayProcessor"
@@ -538,14 +567,14 @@ class Bridge:
         if t_sent:
             st.one_way.observe(wall - t_sent)
         if frame is None:
-            if self.recorder is not None:
-                self.recorder.record(wall, port.index, source, seq, codec.decode(data).ids)
+            if port.rec is not None:
+                self.recorder.record(now, port.rec, source, seq, codec.decode(data).ids, t_sent)
             for out in port.pass_outputs:
-                out.emit_raw(codec, data, n, wall)
+                out.emit_raw(codec, data, n, now, wall)
             self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
         else:
-            if self.recorder is not None:
-                self.recorder.record(wall, port.index, source, seq, frame.ids)
+            if port.rec is not None:
+                self.recorder.record(now, port.rec, source, seq, frame.ids, t_sent)
             self._dispatch(port, frame.ids, now, wall)
 
     def _read_stream(self, port: InputPort, now: int, wall: int) -> None:
@@ -577,8 +606,9 @@ class Bridge:
                 continue
             st.accepted += 1
             st.spikes += len(frame.ids)
-            if self.recorder is not None:
-                self.recorder.record(wall, port.index, frame.source, frame.seq, frame.ids)
+            if port.rec is not None:
+                self.recorder.record(now, port.rec, frame.source, frame.seq, frame.ids,
+                                     frame.t_sent_ns)
             self._dispatch(port, frame.ids, now, wall)
 
     def _dispatch(self, port: InputPort, ids: IdArray, now: int, wall: int) -> None:
@@ -595,12 +625,12 @@ class Bridge:
             return
         if self._identity:
             for out in port.generic:
-                out.emit(merged, wall, True)
+                out.emit(merged, now, wall, True)
         else:
             out_ids = self._call_processor(merged, now)
             if out_ids is not None:
                 for out in self.outputs:
-                    out.emit(out_ids, wall, False)
+                    out.emit(out_ids, now, wall, False)
         self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
 
     def _call_processor(self, ids: IdArray, now: int) -> IdArray | None:
@@ -640,9 +670,9 @@ class Bridge:
         out_ids = self._call_processor(ids, now)
         if out_ids is None:
             return
-        wall = self.clock.wall_ns()
+        wall = now + self._wall_offset
         for out in self.outputs:
-            out.emit(out_ids, wall, False)
+            out.emit(out_ids, now, wall, False)
         if arrivals:
             done = self.clock.monotonic_ns()
             hist = self._latency
