@@ -272,6 +272,7 @@ class Bridge:
         self._opened = False
         self._closed = False
         self.failure: str | None = None  # why the loop stopped itself (the exit is then 1)
+        self.realtime: Any = None
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -385,6 +386,7 @@ class Bridge:
         """Run until ``request_stop`` or the configured duration; ``tick(now)`` every wake-up."""
         if not self._opened:
             raise RuntimeError("open() the bridge before run()")
+        self._go_realtime()
         sel = self._sel = selectors.DefaultSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         for port in self.inputs:
@@ -409,6 +411,18 @@ class Bridge:
         finally:
             sel.close()
             self._sel = None
+
+    def _go_realtime(self) -> None:
+        """Raise this (the loop's) thread as ``[realtime]`` asks; RealtimeRefused if required."""
+        settings = self.config.section("realtime")
+        if settings is None or self.realtime is not None:
+            return
+        from bridge.engine.realtime import Realtime
+
+        self.realtime = Realtime(settings)
+        report = self.realtime.apply()
+        for name in settings.enabled():
+            self.stats.realtime_refused[name] = report.refused_flag(name)
 
     def _housekeeping(self, now: int, tick: Callable[[int], None] | None,
                       on_reload: Callable[[], None] | None) -> None:
@@ -743,6 +757,8 @@ class Bridge:
         if self._closed:
             return
         self._closed = True
+        if self.realtime is not None:
+            self.realtime.release()  # shutdown work (hooks, flushing) is not real-time work
         try:
             self.drain()
         finally:

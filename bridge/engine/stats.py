@@ -120,6 +120,7 @@ class BridgeStats:
         "outputs",
         "processor_errors",
         "realtime_factor",
+        "realtime_refused",
         "serial_crc_errors",
         "serial_reconnects",
         "started_ns",
@@ -141,6 +142,7 @@ class BridgeStats:
         self.steps_skipped = 0
         self.deadline_misses = 0
         self.realtime_factor = 0.0
+        self.realtime_refused: dict[str, int] = {}  # setting -> 1 when asked for and refused
         self.processor_errors = 0
         self.watchdog_pings = 0
         self.watchdog_usec = 0      # the service manager's watchdog timeout; 0 when none

@@ -463,3 +463,21 @@ class TestProcessorErrors:
             assert got == [[1]]
             assert rb.thread.join(5) is None and not rb.thread.is_alive()
             assert rb.bridge.failure is not None
+
+
+def test_realtime_settings_are_applied_by_the_loop_thread_and_refusals_counted(
+        run_bridge: Any) -> None:
+    # Priority 99 needs CAP_SYS_NICE or RLIMIT_RTPRIO; whichever way this machine answers,
+    # the flag must say what happened, and the loop must run on when it is not required.
+    rb = run_bridge({"input": ["udp://127.0.0.1:0?neurons=4"],
+                     "realtime": {"priority": 10, "switch_interval_us": 100}})
+    assert wait_for(lambda: rb.bridge.realtime is not None)
+    report = rb.bridge.realtime.report
+    refused = rb.bridge.stats.realtime_refused
+    assert set(refused) == {"priority", "switch_interval"}
+    assert refused["priority"] == int("priority" in report.refused)
+    assert refused["switch_interval"] == 0
+    rb.stop()
+    import sys
+
+    assert sys.getswitchinterval() != 100e-6  # released at close
