@@ -1,8 +1,10 @@
 """The CUBA benchmark network (Brette et al. 2007, Brian2's own example) as a spikebridge builder.
 
-4000 current-based LIF neurons by default (80% excitatory, 20% inhibitory, 2% connectivity).
-Input spikes excite a random fraction of the network; the first ``n_out`` excitatory neurons
-are the output. Run it with ``examples/cuba.toml``.
+4000 current-based LIF neurons by default, 80% excitatory and 20% inhibitory, each projecting
+to ``synapses`` random targets on average (80: the original 2% connectivity at 4000 neurons).
+The connectivity is written in terms of the group sizes, so networks of every size share the
+same compiled code. Input spikes excite a random fraction ``p_in`` of the network; the first
+``n_out`` excitatory neurons are the output. Run it with ``examples/cuba.toml``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,8 @@ from bridge.processors.brian2 import Built, RunInfo
 
 
 def build(inputs: NeuronGroup, dt: Any, params: dict[str, Any]) -> Built:
-    """CUBA with ``params``: n (neurons), p (connection probability), p_in, n_out, seed."""
+    """CUBA with ``params``: n (neurons), synapses (per neuron), p_in, n_out, seed."""
     n = int(params.get("n", 4000))
-    p = float(params.get("p", 0.02))
     p_in = float(params.get("p_in", 0.05))
     n_out = int(params.get("n_out", 100))
     if "seed" in params:
@@ -25,7 +26,8 @@ def build(inputs: NeuronGroup, dt: Any, params: dict[str, Any]) -> Built:
     # Names the equations use; Brian resolves them when the run is prepared.
     namespace = {
         "taum": 20 * ms, "taue": 5 * ms, "taui": 10 * ms,
-        "vt": -50 * mV, "vr": -60 * mV, "el": -49 * mV, "n_exc": int(0.8 * n),
+        "vt": -50 * mV, "vr": -60 * mV, "el": -49 * mV,
+        "k": float(params.get("synapses", 80)),
     }
     eqs = """
     dv/dt  = (ge + gi - (v - el)) / taum : volt (unless refractory)
@@ -36,9 +38,9 @@ def build(inputs: NeuronGroup, dt: Any, params: dict[str, Any]) -> Built:
                       method="exact", name="cuba", namespace=namespace)
     net.v = "vr + rand() * (vt - vr)"
     exc = Synapses(net, net, on_pre="ge += 1.62 * mV", name="cuba_exc", namespace=namespace)
-    exc.connect("i < n_exc", p=p)
+    exc.connect("i < 0.8 * N_pre", p="k / N_post")
     inh = Synapses(net, net, on_pre="gi -= 9 * mV", name="cuba_inh", namespace=namespace)
-    inh.connect("i >= n_exc", p=p)
+    inh.connect("i >= 0.8 * N_pre", p="k / N_post")
     drive = Synapses(inputs, net, on_pre="ge += 2 * mV", name="cuba_input")
     drive.connect(p=p_in)
     return Built(outputs=[net[:n_out]], objects=[net, exc, inh, drive], namespace=namespace)

@@ -63,7 +63,7 @@ def test_reflex_answers_on_the_opposite_side_in_the_same_step() -> None:
 
 
 def test_cuba_builds_small_and_spikes() -> None:
-    proc = example("cuba.py", 20, {"n": 400, "p": 0.1, "p_in": 0.5, "n_out": 30, "seed": 3},
+    proc = example("cuba.py", 20, {"n": 400, "p_in": 0.5, "n_out": 30, "seed": 3},
                    dt_ns=100_000)
     try:
         assert proc.output_size == 30

@@ -244,7 +244,7 @@ def load_user_module(path: str) -> ModuleType:
 class _Output:
     """One output group's slice of the output population: where its spikes are read."""
 
-    __slots__ = ("group", "hi", "lo", "offset", "size", "space")
+    __slots__ = ("group", "hi", "lo", "offset", "part", "shift", "size", "space")
 
     def __init__(self, group: Any, offset: int) -> None:
         self.group = group
@@ -257,15 +257,19 @@ class _Output:
             self.space = group.variables["_spikespace"].get_value()
         self.size = self.hi - self.lo
         self.offset = offset
+        self.part = self.lo != 0 or self.hi != len(self.space) - 1
+        self.shift = offset - self.lo
 
     def spikes(self) -> Any:
         """This step's spikes, as indices into the output population (a fresh array)."""
         space = self.space
         fired = space[: space[-1]]
-        if self.lo or self.hi != len(space) - 1:
-            fired = fired[(fired >= self.lo) & (fired < self.hi)]
-        shift = self.offset - self.lo
-        return fired.astype(np.uint32) + np.uint32(shift) if shift else fired.astype(np.uint32)
+        if self.part and fired.size:  # a subgroup: its neurons are one run of the sorted ids
+            lo, hi = np.searchsorted(fired, (self.lo, self.hi))
+            fired = fired[lo:hi]
+        if self.shift:
+            fired = fired + self.shift
+        return fired.astype(np.uint32)
 
 
 class Brian2Processor(Processor):
@@ -289,7 +293,8 @@ class Brian2Processor(Processor):
         self._namespace: dict[str, Any] = {}
         self._outputs: list[_Output] = []
         self._runners: list[Callable[[], Any]] = []
-        self._v: Any = None
+        self._in_space: Any = None
+        self._in_size = 0
         self._timestep: Any = None
         self._t: Any = None
         self._dt: Any = None
@@ -352,8 +357,7 @@ class Brian2Processor(Processor):
         b2.defaultclock.dt = dt
         on_progress(f"building {self.label}")
         with self._watching(cache_dir):
-            inp = b2.NeuronGroup(inputs, "v : 1", threshold="v > 0.5", reset="v = 0",
-                                 name=INPUT_NAME, clock=b2.defaultclock)
+            inp = self._input_group(b2, inputs)
             try:
                 result, local_names = _call_keeping_locals(self.builder, inp, dt, dict(params))
             except ConfigError:
@@ -383,6 +387,21 @@ class Brian2Processor(Processor):
             finally:
                 self.compiled += watch.compiled
                 self.loaded += watch.loaded
+
+    @staticmethod
+    def _input_group(b2: ModuleType, size: int) -> Any:
+        """A group whose spikes are written by ``step`` itself: it runs no code of its own.
+
+        Its threshold exists only to give it a spike space; its thresholder, resetter and
+        (empty) state updater are switched off, so no code object runs for the input.
+        """
+        inp = b2.NeuronGroup(size, "", threshold="False", reset="", name=INPUT_NAME,
+                             clock=b2.defaultclock)
+        inp.thresholder["spike"].active = False
+        inp.state_updater.active = False
+        for resetter in inp.resetter.values():
+            resetter.active = False
+        return inp
 
     def _assemble(self, b2: ModuleType, inp: Any, result: Any, local_names: dict[str, Any]) -> None:
         if isinstance(result, Mapping):
@@ -449,7 +468,8 @@ class Brian2Processor(Processor):
             out = _Output(group, offset)
             self._outputs.append(out)
             offset += out.size
-        self._v = inp.variables["v"].get_value()
+        self._in_space = inp.variables["_spikespace"].get_value()
+        self._in_size = len(inp)
 
     def begin_run(self) -> None:
         """Prepare a run (repetition): what Network.run does before its loop. Compiles."""
@@ -467,7 +487,7 @@ class Brian2Processor(Processor):
             except Exception as exc:
                 raise ConfigError(f"{self.label}: preparing the network failed: {exc}",
                                   key="processor") from exc
-        self._runners = [obj.run for obj in net.sorted_objects if obj.active]
+        self._runners = self._schedule(net)
         self._timestep = clock.variables["timestep"].get_value()
         self._t = clock.variables["t"].get_value()
         self._dt = clock.variables["dt"].get_value()
@@ -477,14 +497,43 @@ class Brian2Processor(Processor):
         self._running = True
         Network._globally_running = True  # as inside Network.run: Brian refuses nested runs
 
+    @staticmethod
+    def _schedule(net: Any) -> list[Callable[[], Any]]:
+        """What one time step calls, in order: Network.run's loop body, flattened.
+
+        ``BrianObject.run`` only calls the object's code objects, so those are called directly
+        (groups without code cost nothing); objects with their own ``run`` (network operations)
+        keep it.
+        """
+        from brian2.core.base import BrianObject
+
+        calls: list[Callable[[], Any]] = []
+        for obj in net.sorted_objects:
+            if not obj.active:
+                continue
+            if type(obj).run is BrianObject.run:
+                calls.extend(obj._code_objects)
+            else:
+                calls.append(obj.run)
+        return calls
+
     # -- the hot path ----------------------------------------------------------------------------
 
     def step(self, ids: IdArray, now_ns: int) -> IdArray:
         """Fire ``ids`` in the input group, run one Brian time step, return its output spikes."""
         if not self._running:
             self.begin_run()  # the engine did not call begin_run: one slow step
-        if ids.size:
-            self._v[ids] = 1.0
+        space = self._in_space
+        n = ids.size
+        if n:
+            # A spike space holds each neuron once, ascending, as Brian's thresholder writes it.
+            if n > 1 and not (ids[1:] > ids[:-1]).all():
+                ids = np.unique(ids)
+                n = ids.size
+            if ids[n - 1] >= self._in_size:
+                raise ValueError(f"input id {int(ids[n - 1])} >= input size {self._in_size}")
+            space[:n] = ids
+        space[-1] = n
         for run in self._runners:
             run()
         ts = self._timestep

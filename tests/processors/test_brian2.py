@@ -65,6 +65,20 @@ def test_input_fires_in_the_step_it_is_given(opened: list[Brian2Processor]) -> N
     assert proc.step(ids(7), 0).dtype == np.uint32
 
 
+def test_unsorted_and_repeated_input_ids_fire_once_each(opened: list[Brian2Processor]) -> None:
+    proc = make("echo.py")
+    opened.append(proc)
+    assert proc.step(ids(6, 2, 6, 0, 2), 0).tolist() == [0, 2, 6]
+
+
+def test_input_id_beyond_the_input_group_is_refused(opened: list[Brian2Processor]) -> None:
+    proc = make("echo.py")
+    opened.append(proc)
+    with pytest.raises(ValueError, match="input id 8"):
+        proc.step(ids(1, 8), 0)
+    assert proc.step(ids(1), 0).tolist() == [1]  # the processor is still usable
+
+
 def test_default_schedule_answers_one_step_later(opened: list[Brian2Processor]) -> None:
     proc = make("relay.py", inputs=4)
     opened.append(proc)
@@ -248,3 +262,11 @@ def test_equations_see_builder_locals_and_module_globals(
     opened.append(proc)
     proc.step(ids(2), 0)
     assert proc.step(NONE, 0).tolist() == fires  # 0.5 * 3 > 1 fires, 0.2 * 3 does not
+
+
+def test_network_operations_run_every_step(opened: list[Brian2Processor]) -> None:
+    proc = make("with_operation.py")
+    opened.append(proc)
+    for _ in range(3):
+        proc.step(NONE, 0)
+    assert pytest.approx([0.0, 0.001, 0.002]) == proc.module.CALLS
