@@ -270,3 +270,17 @@ def test_network_operations_run_every_step(opened: list[Brian2Processor]) -> Non
     for _ in range(3):
         proc.step(NONE, 0)
     assert pytest.approx([0.0, 0.001, 0.002]) == proc.module.CALLS
+
+
+def test_post_run_can_restore_a_snapshot_for_identical_trials(
+    opened: list[Brian2Processor],
+) -> None:
+    proc = make("trials.py")
+    opened.append(proc)
+    proc.net.store("trial_start")
+    first = [proc.step(NONE, 0).tolist() for _ in range(25)]
+    proc.post_run()
+    proc.begin_run()
+    second = [proc.step(NONE, 0).tolist() for _ in range(25)]
+    assert [k for k, s in enumerate(first) if s] == [10, 21]
+    assert second == first
