@@ -18,7 +18,7 @@ from bridge.testing import spikebridge_cmd
 pytest.importorskip("brian2")
 pytest.importorskip("Cython")
 
-ECHO = Path(__file__).parent / "processors" / "nets" / "echo.py"
+TINY = Path(__file__).parent / "processors" / "nets" / "tiny.py"
 SUMMARY = re.compile(r"(\d+) code objects compiled, (\d+) already cached")
 
 
@@ -26,7 +26,7 @@ def write_config(path: Path, cache: Path, *, processor: str | None = None,
                  target: str = "cython") -> Path:
     path.write_text(
         "[bridge]\n"
-        f'processor = "{processor or f"brian2:{ECHO}"}"\n'
+        f'processor = "{processor or f"brian2:{TINY}"}"\n'
         "dt_ms = 1.0\n"
         "[[input]]\n"
         'url = "udp://127.0.0.1:0?format=native&neurons=16"\n'
@@ -49,7 +49,7 @@ def prebuild(config: Path) -> tuple[int, int, str]:
 @pytest.mark.integration
 def test_prebuilt_start_compiles_nothing(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    config = write_config(tmp_path / "echo.toml", cache)
+    config = write_config(tmp_path / "tiny.toml", cache)
     compiled, cached, out = prebuild(config)
     assert compiled > 0 and cached == 0
     assert "compiling Brian2 code object 1" in out  # the progress callback fired meanwhile
