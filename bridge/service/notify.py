@@ -1,9 +1,12 @@
 """sd_notify(3) messages to the service manager: READY, STATUS, WATCHDOG, RELOADING, STOPPING.
 
-The transport is systemd-python's ``systemd.daemon.notify`` (the ``systemd`` extra). When that
-module is not installed, the same datagram is written to ``$NOTIFY_SOCKET`` directly (the
-protocol is one AF_UNIX datagram of ``KEY=VALUE`` lines), so a plain install still works under
-systemd. Outside systemd (no ``NOTIFY_SOCKET``) every call is a silent no-op.
+The transport is a non-blocking AF_UNIX datagram socket to ``$NOTIFY_SOCKET`` (the protocol
+is one datagram of ``KEY=VALUE`` lines), written here rather than through systemd-python's
+``systemd.daemon.notify``: that call opens a blocking socket and holds the GIL while it
+sends, so a notify queue that is full (the service manager busy; the kernel queues only
+``net.unix.max_dgram_qlen`` datagrams, 10 by default) would freeze the real-time loop and
+every other thread. Here a refused datagram is counted and the next ping tries again.
+Outside systemd (no ``NOTIFY_SOCKET``) every call is a silent no-op.
 
 Never raises out of a send: the loop thread pings the watchdog through this module, so a
 refused datagram is counted in ``errors`` and logged once, never propagated. Never reads the
@@ -22,21 +25,8 @@ log = logging.getLogger(__name__)
 Sender = Callable[[str], bool]
 
 
-def _systemd_sender() -> Sender | None:
-    """systemd.daemon.notify when systemd-python is installed, else None."""
-    try:
-        from systemd import daemon
-    except ImportError:
-        return None
-
-    def send(message: str) -> bool:
-        return bool(daemon.notify(message))
-
-    return send
-
-
 class SocketSender:
-    """Writes one notify datagram to an AF_UNIX socket path (``@`` = abstract namespace)."""
+    """Writes notify datagrams to an AF_UNIX socket path (``@`` = abstract), never blocking."""
 
     __slots__ = ("_address", "_sock")
 
@@ -47,7 +37,7 @@ class SocketSender:
         self._sock: socket.socket | None = None
 
     def __call__(self, message: str) -> bool:
-        """Send ``message``; False when nothing was listening."""
+        """Send ``message``; OSError when refused (nobody listening, or the queue is full)."""
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._sock.setblocking(False)
@@ -70,14 +60,10 @@ class Notifier:
         env = os.environ if environ is None else environ
         path = env.get("NOTIFY_SOCKET", "")
         if sender is None and path:
-            sender = _systemd_sender() if environ is None else None
-            if sender is None:
-                # systemd-python reads the process environment; an injected one (tests, or a
-                # missing module) gets the built-in datagram writer.
-                try:
-                    sender = SocketSender(path)
-                except ValueError as exc:
-                    log.warning("ignoring NOTIFY_SOCKET: %s", exc)
+            try:
+                sender = SocketSender(path)
+            except ValueError as exc:
+                log.warning("ignoring NOTIFY_SOCKET: %s", exc)
         self._send = sender
         self.sent = 0
         self.errors = 0

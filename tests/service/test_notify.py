@@ -68,9 +68,12 @@ def test_extend_timeout_must_be_positive(notify_socket) -> None:
         n.extend_timeout(0)
 
 
-def test_systemd_python_transport(notify_socket, monkeypatch) -> None:
-    pytest.importorskip("systemd.daemon", reason="systemd-python is not installed")
-    monkeypatch.setenv("NOTIFY_SOCKET", notify_socket.path)
-    n = Notifier()
-    assert n.ready("via libsystemd")
-    assert notify_socket.messages() == ["READY=1\nSTATUS=via libsystemd"]
+def test_a_full_notify_queue_never_blocks(notify_socket) -> None:
+    n = Notifier(environ={"NOTIFY_SOCKET": notify_socket.path})
+    # Nobody reads the socket: the kernel queue fills (net.unix.max_dgram_qlen), then every
+    # further send is refused at once instead of blocking the caller.
+    results = [n.watchdog() for _ in range(2000)]
+    assert results[0] is True
+    assert results[-1] is False
+    assert n.sent + n.errors == 2000 and n.errors > 0
+    assert len(notify_socket.messages()) == n.sent
