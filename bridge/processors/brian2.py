@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -127,8 +128,13 @@ def import_brian() -> ModuleType:
                           key="processor") from None
     from brian2.utils.logger import BrianLogger, brian_excepthook
 
-    # Brian installs an excepthook that points users at its log files, which we switch off.
+    # Brian installs an excepthook that points users at its log files, which we switch off,
+    # and a SIGINT handler for its own run loop, which we do not use: the daemon owns signals.
     sys.excepthook = sys.__excepthook__ if hook is brian_excepthook else hook
+    brian_int: Any = getattr(brian2, "_int_handler", None)
+    if brian_int is not None and signal.getsignal(signal.SIGINT) is brian_int:
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGINT, brian_int.previous_handler)
     prefs = brian2.prefs
     prefs.logging.file_log = False
     prefs.logging.save_script = False
@@ -475,7 +481,6 @@ class Brian2Processor(Processor):
         """Prepare a run (repetition): what Network.run does before its loop. Compiles."""
         if self._running:
             return
-        from brian2.core.network import Network
 
         net, clock = self.net, self._clock
         # What Network.run sets up before its loop. The end is far away: the engine ends a run.
@@ -495,7 +500,6 @@ class Brian2Processor(Processor):
         self._steps = 0
         self.repetition += 1
         self._running = True
-        Network._globally_running = True  # as inside Network.run: Brian refuses nested runs
 
     @staticmethod
     def _schedule(net: Any) -> list[Callable[[], Any]]:
@@ -554,11 +558,9 @@ class Brian2Processor(Processor):
         """
         if not self._running:
             return
-        from brian2.core.network import Network
 
         net = self.net
         self._running = False
-        Network._globally_running = False
         net.t_ = float(self._t[0])
         net.after_run()
         info = RunInfo(self.repetition, self._steps, self._t_start, float(self._t[0]))
@@ -571,10 +573,7 @@ class Brian2Processor(Processor):
     def close(self) -> None:
         """End a run still open (without the hook) and drop the network."""
         if self._running:
-            from brian2.core.network import Network
-
             self._running = False
-            Network._globally_running = False
             self.net.after_run()
         self._runners = []
         self._outputs = []

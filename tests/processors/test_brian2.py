@@ -284,3 +284,10 @@ def test_post_run_can_restore_a_snapshot_for_identical_trials(
     second = [proc.step(NONE, 0).tolist() for _ in range(25)]
     assert [k for k, s in enumerate(first) if s] == [10, 21]
     assert second == first
+
+
+def test_brian_leaves_sigint_to_us() -> None:
+    import signal
+
+    b2 = import_brian()
+    assert signal.getsignal(signal.SIGINT) is not getattr(b2, "_int_handler", None)
