@@ -132,9 +132,10 @@ def import_brian() -> ModuleType:
     # and a SIGINT handler for its own run loop, which we do not use: the daemon owns signals.
     sys.excepthook = sys.__excepthook__ if hook is brian_excepthook else hook
     brian_int: Any = getattr(brian2, "_int_handler", None)
-    if brian_int is not None and signal.getsignal(signal.SIGINT) is brian_int:
+    previous = getattr(brian_int, "previous_handler", None)
+    if previous is not None and signal.getsignal(signal.SIGINT) is brian_int:
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
-            signal.signal(signal.SIGINT, brian_int.previous_handler)
+            signal.signal(signal.SIGINT, previous)
     prefs = brian2.prefs
     prefs.logging.file_log = False
     prefs.logging.save_script = False
