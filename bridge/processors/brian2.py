@@ -217,11 +217,16 @@ def _call_keeping_locals(fn: Callable[..., Any], *args: Any) -> tuple[Any, dict[
         if event == "return" and frame.f_code is code:
             captured.update(frame.f_locals)
 
+    # The builder's own arguments are not names for equations (``dt`` would shadow Brian's).
+    arguments = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if code else ()
+
     sys.setprofile(profile)
     try:
         result = fn(*args)
     finally:
         sys.setprofile(previous)
+    for name in arguments:
+        captured.pop(name, None)
     return result, captured
 
 

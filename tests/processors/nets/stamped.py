@@ -22,7 +22,8 @@ REPORT: dict[str, str] = {}
 def build(inputs: Any, dt: Any, params: dict[str, Any]) -> Built:
     """Input group plus the stamp group."""
     stamp = NeuronGroup(BITS + 1, "p : integer (constant)\nalways : boolean (constant)",
-                        threshold="always or (timestep(t, dt) // p) % 2 == 1", name="stamp")
+                        threshold="always or (timestep(t, dt) // p) % 2 == 1", reset="",
+                        name="stamp")
     stamp.p = [2**b for b in range(BITS)] + [1]
     stamp.always = [False] * BITS + [True]
     REPORT["path"] = str(params["report"])
