@@ -311,6 +311,7 @@ class Brian2Processor(Processor):
         self._t: Any = None
         self._dt: Any = None
         self._clock: Any = None
+        self._dt_s = 0.0
         self._running = False
         self._steps = 0
         self._t_start = 0.0
@@ -365,7 +366,8 @@ class Brian2Processor(Processor):
         except OSError as exc:
             raise ConfigError(f"cannot create {cache_dir!r}: {exc.strerror}",
                               key="brian2.cache_dir") from None
-        dt = dt_ns * 1e-9 * b2.second
+        self._dt_s = dt_ns * 1e-9
+        dt = self._dt_s * b2.second
         b2.defaultclock.dt = dt
         on_progress(f"building {self.label}")
         with self._watching(cache_dir):
@@ -467,6 +469,10 @@ class Brian2Processor(Processor):
                               f"steps one (dt = {b2.defaultclock.dt}): {', '.join(own)}",
                               key="processor")
         (self._clock,) = clocks
+        if abs(float(self._clock.dt) - self._dt_s) > 1e-3 * self._dt_s:
+            raise ConfigError(f"{self.label}: the network steps {self._clock.dt}, but the "
+                              f"bridge's dt is {self._dt_s * 1e3:g} ms; do not set dt in the "
+                              "network file", key="processor")
         namespace = {k: v for k, v in vars(self.module).items() if not k.startswith("__")}
         namespace.update(local_names)
         if result.namespace:

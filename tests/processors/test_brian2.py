@@ -188,6 +188,7 @@ def test_dt_is_the_networks_clock(opened: list[Brian2Processor]) -> None:
         ("raises", "bug in the builder"),
         ("undefined_name", "tau_nowhere"),
         ("orphan_subgroup", "put that group in objects"),
+        ("own_dt", "do not set dt in the network file"),
     ],
 )
 def test_builder_mistakes_are_config_errors(builder: str, message: str) -> None:

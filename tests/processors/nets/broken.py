@@ -47,3 +47,12 @@ def orphan_subgroup(inputs: Any, dt: Any, params: dict[str, Any]) -> Built:
     """A subgroup output whose parent is not in objects."""
     g = NeuronGroup(4, "v : 1", threshold="v > 1", name="parent")
     return Built(outputs=[g[:2]])
+
+
+def own_dt(inputs: Any, dt: Any, params: dict[str, Any]) -> Built:
+    """Changes the network's time step behind the bridge's back."""
+    from brian2 import defaultclock
+
+    defaultclock.dt = 0.5 * ms
+    g = NeuronGroup(2, "v : 1", threshold="v > 1", name="fast")
+    return Built(outputs=[g], objects=[g])
