@@ -11,6 +11,7 @@ Runs on its own thread (see device.py).
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -70,6 +71,7 @@ class BoardEmulator(Emulator):
         self.spikes_out = 0       # spikes queued for the host
         self.tx_dropped = 0       # spikes lost to a full FIFO (reported in heartbeats)
         self.commands: list[BoardCommand] = []
+        self.arrivals: deque[tuple[int, int]] = deque(maxlen=100_000)  # (now_ns, spikes)
         self._boot_ns = 0
         self._last_ns = 0
         self._next_hb = 0
@@ -109,6 +111,7 @@ class BoardEmulator(Emulator):
                 return
             self.rx_frames += 1
             self.spikes_in += len(frame.ids)
+            self.arrivals.append((now_ns, len(frame.ids)))
             self._spikes(frame.ids.astype(np.int64), now_ns)
 
     def _command(self, cmd: BoardCommand, now_ns: int) -> None:

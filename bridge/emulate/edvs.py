@@ -57,6 +57,8 @@ class EdvsEmulator(Emulator):
         self.bias_flushes = 0
         self.events_sent = 0     # events queued for the host
         self.events_dropped = 0  # events lost to a full FIFO (the sensor's own overflow)
+        self.bursts: deque[int] = deque(maxlen=100_000)  # when each burst's first events went out
+        self._idle = True
         self._line = bytearray()
         self._reset_state(0)
 
@@ -116,6 +118,7 @@ class EdvsEmulator(Emulator):
         elif line in ("E+", "E-"):
             self.streaming = line == "E+"
             self._last_gen = now_ns
+            self._idle = True
         elif line.startswith("!ET"):
             self._ts_origin = now_ns
         elif line.startswith("!E") and line[2:].isdigit() and int(line[2:]) in self._formats:
@@ -154,11 +157,15 @@ class EdvsEmulator(Emulator):
         if not self._active(now_ns):
             self._last_gen = now_ns
             self._carry = 0.0
+            self._idle = True
             return TICK_NS
         due = self.rate * elapsed / 1e9 + self._carry
         n = int(due)
         self._carry = due - n
         if n:
+            if self._idle:
+                self.bursts.append(now_ns)
+                self._idle = False
             self._generate(n, self._last_gen, now_ns)
         self._last_gen = now_ns
         return TICK_NS

@@ -472,6 +472,7 @@ class SerialEndpoint(Endpoint):
         self._buf = bytearray(READ_BYTES)
         self._view = memoryview(self._buf)
         self.discarded = 0  # bytes an output-only device sent that nobody reads
+        self._fd = -1
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -553,8 +554,17 @@ class SerialEndpoint(Endpoint):
     # -- I/O ----------------------------------------------------------------------------
 
     def fileno(self) -> int:
-        """The descriptor the loop polls (the device, or the reader thread's wake pipe)."""
-        return self._live().readable_fd()
+        """The descriptor the loop polls (the device, or the reader thread's wake pipe).
+
+        While the device is down this is the descriptor it had, so that the loop can
+        unregister it; EndpointError only before the first open.
+        """
+        port = self._port
+        if port is not None and port.failed is None and port.gen == self._gen:
+            self._fd = port.readable_fd()
+        if self._fd < 0:
+            raise EndpointError(f"{self.url} is not open")
+        return self._fd
 
     def recv(self) -> tuple[memoryview, Address] | None:
         """The bytes available now (valid until the next recv), or None; never blocks."""

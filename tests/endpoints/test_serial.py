@@ -294,3 +294,16 @@ def test_missing_device_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_keys_are_config_errors(query: str) -> None:
     with pytest.raises(ConfigError):
         endpoint(f"serial:/dev/null?{query}")
+
+
+def test_fileno_stays_answerable_while_down(pty: Pty) -> None:
+    ep = endpoint(f"serial:{pty.path}")
+    ep.open()
+    fd = ep.fileno()
+    os.close(pty.master)
+    pty.master = os.open("/dev/null", os.O_RDONLY)  # so that the fixture's close stays valid
+    assert wait_readable(fd)
+    with pytest.raises(EndpointError):
+        ep.recv()
+    assert ep.fileno() == fd  # the loop unregisters what it registered
+    ep.close()

@@ -1,0 +1,1 @@
+"""The hardware-in-the-loop suite (pytest hil); see hil/conftest.py and docs/hil.md."""
