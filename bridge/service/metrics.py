@@ -8,6 +8,7 @@ never takes a lock the loop could wait on, and never calls ``observe`` on anythi
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
@@ -26,6 +27,11 @@ from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
 from bridge.errors import DROP_REASONS
 
 PREFIX = "spikebridge_"
+
+# Reasons an output can drop for; an output's other reasons are exported once non-zero.
+# (Inputs export every reason except send_failed, so that rate() alerts see them from 0.)
+OUTPUT_REASONS = frozenset({"queue_full", "send_failed"})
+INPUT_REASONS = frozenset(DROP_REASONS) - {"send_failed"}
 
 
 def build_labels() -> dict[str, str]:
@@ -52,7 +58,18 @@ class BridgeCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        """Every spikebridge_* family, read from the stats now."""
+        """Every spikebridge_* family, read from the stats now.
+
+        The exposition is formatted family by family as this generator is consumed, in the
+        metrics thread; between families it lets go of the GIL, so that the real-time loop,
+        waking for its next step, waits for one family's formatting and not a whole scrape's.
+        """
+        for family in self._families():
+            yield family
+            os.sched_yield()  # releases the GIL (~1 µs; time.sleep(0) costs the timer slack)
+
+    def _families(self) -> Iterator[Metric]:
+        """The families, built from one read of the stats each."""
         st = self._stats
         inputs, outputs = list(st.inputs), list(st.outputs)
         endpoints = inputs + outputs
@@ -94,8 +111,10 @@ class BridgeCollector:
             labels=["endpoint", "reason"],
         )
         for ep in endpoints:
+            always = INPUT_REASONS if ep.direction == "in" else OUTPUT_REASONS
             for reason, n in zip(DROP_REASONS, list(ep.drops), strict=True):
-                dropped.add_metric([ep.name, reason], n)
+                if n or reason in always:
+                    dropped.add_metric([ep.name, reason], n)
         yield dropped
 
         yield self._histogram(
@@ -107,6 +126,15 @@ class BridgeCollector:
         yield self._histogram(
             "one_way_latency_seconds", "Peer send time to arrival, from native frame timestamps.",
             [((e.name,), e.one_way) for e in inputs], ["endpoint"])
+
+        refused = GaugeMetricFamily(
+            PREFIX + "realtime_refused",
+            "1 when a [realtime] setting was asked for and refused by the system, else 0.",
+            labels=["setting"],
+        )
+        for setting, flag in sorted(st.realtime_refused.items()):
+            refused.add_metric([setting], flag)
+        yield refused
 
         for name, doc, value in (
             ("steps", "Processor steps run.", st.steps),

@@ -31,6 +31,7 @@ def busy_stats() -> BridgeStats:
     stats.serial_reconnects, stats.serial_crc_errors = 1, 2
     stats.watchdog_pings, stats.watchdog_usec = 7, 4_000_000
     stats.loop_ticks, stats.processor_errors = 9000, 1
+    stats.realtime_refused.update(priority=1, mlock=0)
     return stats
 
 
@@ -71,17 +72,26 @@ def test_counters_and_gauges_read_the_stats_at_scrape_time() -> None:
     ):
         assert value(reg, name) == expected, name
     assert value(reg, "spikebridge_build_info", **BUILD) == 1
+    assert value(reg, "spikebridge_realtime_refused", setting="priority") == 1
+    assert value(reg, "spikebridge_realtime_refused", setting="mlock") == 0
     # Read at scrape time: a later change shows in the next scrape without re-registering.
     stats.inputs[0].frames += 5
     assert value(reg, "spikebridge_frames_received_total", endpoint="cam") == 125
 
 
-def test_every_reason_is_exported_for_every_endpoint() -> None:
-    reg, _ = scrape(busy_stats())
-    for endpoint in ("cam", "board"):
-        for reason in DROP_REASONS:
-            assert value(reg, "spikebridge_frames_dropped_total",
-                         endpoint=endpoint, reason=reason) is not None
+def test_drop_reasons_are_exported_from_zero_where_they_apply() -> None:
+    stats = busy_stats()
+    reg, _ = scrape(stats)
+
+    def exported(endpoint: str) -> set[str]:
+        return {r for r in DROP_REASONS if value(
+            reg, "spikebridge_frames_dropped_total", endpoint=endpoint, reason=r) is not None}
+
+    assert exported("cam") == set(DROP_REASONS) - {"send_failed"}
+    assert exported("board") == {"queue_full", "send_failed"}
+    # A reason that does not usually apply shows up once it is counted.
+    stats.outputs[0].drop("oversized")
+    assert exported("board") == {"queue_full", "send_failed", "oversized"}
 
 
 def test_histograms_in_seconds_with_the_stats_buckets() -> None:

@@ -1,0 +1,211 @@
+"""``spikebridge bench scrape``: does serving Prometheus scrapes disturb the real-time loop?
+
+Runs a stepped bridge in this process with the metrics server the daemon uses (same registry
+layout: the spikebridge collector plus the process, platform and GC collectors), and measures
+every step's lateness in alternating phases: no scrapes, then ``--rate`` scrapes per second from
+a separate process (as Prometheus would), then the other way round, ``--rounds`` times. It
+reports the lateness quantiles of both conditions, the p99 ratio against the target (<= 1.5x),
+how long one collection holds the interpreter, and what each scrape cost the scraper.
+
+A benchmark, not a test: it reads the real clocks, runs real processes, and never asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from bridge.bench.stepped import Quantiles, RecordingHistogram, free_port
+from bridge.config import build_config
+from bridge.engine.loop import Bridge
+from bridge.engine.stats import BridgeStats
+from bridge.service.exporter import MetricsServer
+from bridge.service.metrics import register
+from bridge.tools import ArgumentParser
+
+TARGET_RATIO = 1.5
+
+# The scraper: GET the URL RATE times a second on an absolute schedule for SECONDS, then print
+# the scrape durations (ns) as JSON. A separate process, like Prometheus.
+SCRAPER = """
+import json, sys, time, urllib.request
+url, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+period = 1.0 / rate
+start = time.monotonic()
+durations, size, k = [], 0, 0
+while True:
+    due = start + k * period
+    if due - start >= seconds:
+        break
+    time.sleep(max(0.0, due - time.monotonic()))
+    t0 = time.perf_counter_ns()
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        size = len(resp.read())
+    durations.append(time.perf_counter_ns() - t0)
+    k += 1
+print(json.dumps({"durations": durations, "bytes": size}))
+"""
+
+
+@dataclass
+class Phase:
+    """One timed run: whether it was scraped, the step lateness, and the scrapes served."""
+
+    scraped: bool
+    lateness: Quantiles
+    misses: int
+    scrapes: int
+
+
+def bench_doc(endpoints: int, dt_ms: float, priority: int, cpu: int | None,
+              switch_interval_us: float | None, spin_us: float = 0.0) -> dict[str, Any]:
+    """A stepped relay bridge with ``endpoints`` idle inputs and as many outputs."""
+    realtime: dict[str, Any] = {"priority": priority, "cpus": [] if cpu is None else [cpu]}
+    if switch_interval_us is not None:
+        realtime["switch_interval_us"] = switch_interval_us
+    return {
+        "bridge": {"mode": "stepped", "processor": "relay", "dt_ms": dt_ms, "spin_us": spin_us},
+        "input": [f"udp://127.0.0.1:{free_port()}?format=native&neurons=16&offset={16 * i}"
+                  f"&name=in{i}" for i in range(endpoints)],
+        "output": [f"udp://127.0.0.1:{free_port()}?format=native&neurons=16&name=out{i}"
+                   for i in range(endpoints)],
+        "realtime": realtime,
+    }
+
+
+def production_registry(stats: BridgeStats) -> CollectorRegistry:
+    """A fresh registry holding what the daemon's default registry holds."""
+    reg = CollectorRegistry()
+    ProcessCollector(registry=reg)
+    PlatformCollector(registry=reg)
+    GCCollector(registry=reg)
+    register(stats, reg)
+    return reg
+
+
+def run_phase(doc: dict[str, Any], seconds: float, rate: float) -> tuple[Phase, dict[str, Any]]:
+    """One stepped run of ``seconds`` with (rate > 0) or without scrapes from another process."""
+    cfg = build_config({**doc, "bridge": {**doc["bridge"], "duration_s": seconds}},
+                       source="<bench>")
+    stats = BridgeStats(cfg.miss_ns)
+    capacity = int(seconds * 1e9 / cfg.dt_ns) + 16
+    stats.step_lateness = RecordingHistogram(stats.step_lateness.edges_ns, capacity)
+    server = MetricsServer("127.0.0.1", 0, production_registry(stats))
+    port = server.start()[1]
+    scraper = None
+    bridge = Bridge(cfg, stats=stats)
+    try:
+        bridge.open()
+        if rate > 0:
+            scraper = subprocess.Popen(
+                [sys.executable, "-c", SCRAPER, f"http://127.0.0.1:{port}/metrics", str(rate),
+                 str(seconds)], stdout=subprocess.PIPE, text=True)
+        bridge.run()
+    finally:
+        bridge.close()
+        scraped: dict[str, Any] = {"durations": [], "bytes": 0}
+        if scraper is not None:
+            out, _ = scraper.communicate(timeout=seconds + 30)
+            scraped = json.loads(out or '{"durations": [], "bytes": 0}')
+        scrapes = server.scrapes
+        server.close()
+    hist = stats.step_lateness
+    assert isinstance(hist, RecordingHistogram)
+    phase = Phase(rate > 0, Quantiles.of_ns(hist.values()), stats.deadline_misses, scrapes)
+    return phase, {**scraped, "samples": hist.values().copy()}
+
+
+def collection_cost(endpoints: int, repeats: int = 200) -> tuple[Quantiles, int]:
+    """How long one collection and exposition holds the interpreter, and its size in bytes."""
+    cfg = build_config(bench_doc(endpoints, 1.0, 0, None, None), source="<bench>")
+    stats = BridgeStats(cfg.miss_ns)
+    for spec in cfg.inputs:
+        stats.add_input(spec.name)
+    for spec in cfg.outputs:
+        stats.add_output(spec.name)
+    stats.latency("stepped")
+    reg = production_registry(stats)
+    times = []
+    body = b""
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        body = generate_latest(reg)
+        times.append(time.perf_counter_ns() - t0)
+    return Quantiles.of_ns(np.array(times, dtype=np.int64)), len(body)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print lateness with and without scrapes, and the p99 ratio against the target."""
+    parser = ArgumentParser(prog="spikebridge bench scrape", description=__doc__,
+                            formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="quiet/scraped phase pairs, alternating their order (default 2)")
+    parser.add_argument("--rate", type=float, default=10.0, help="scrapes per second (10)")
+    parser.add_argument("--endpoints", type=int, default=4,
+                        help="inputs and as many outputs: the exposition grows with them (4)")
+    parser.add_argument("--dt", type=float, default=1.0, metavar="MS", help="step (1 ms)")
+    parser.add_argument("--spin-us", type=float, default=0.0,
+                        help="busy-wait this long before each deadline ([bridge] spin_us)")
+    parser.add_argument("--priority", type=int, default=0,
+                        help="SCHED_FIFO priority of the loop thread (0: leave it)")
+    parser.add_argument("--cpu", type=int, help="pin the loop thread to this CPU")
+    parser.add_argument("--switch-interval-us", type=float,
+                        help="sys.setswitchinterval for the run ([realtime] switch_interval_us)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0 or args.rounds < 1 or args.rate <= 0 or args.endpoints < 1:
+        parser.error("--seconds, --rounds, --rate and --endpoints must be positive")
+
+    doc = bench_doc(args.endpoints, args.dt, args.priority, args.cpu, args.switch_interval_us,
+                    args.spin_us)
+    phases: list[Phase] = []
+    pooled: dict[bool, list[np.ndarray]] = {False: [], True: []}
+    scrape_ns: list[int] = []
+    size = 0
+    for rnd in range(args.rounds):
+        for scraped in ((False, True) if rnd % 2 == 0 else (True, False)):
+            phase, extra = run_phase(doc, args.seconds, args.rate if scraped else 0.0)
+            phases.append(phase)
+            pooled[scraped].append(extra["samples"])
+            scrape_ns += extra["durations"]
+            size = extra["bytes"] or size
+            if not args.json:
+                label = f"{args.rate:g} scrapes/s" if scraped else "no scrapes"
+                print(f"round {rnd + 1} {label:<14} {phase.lateness.text()}  "
+                      f"misses {phase.misses}  scrapes {phase.scrapes}", flush=True)
+    quiet = Quantiles.of_ns(np.concatenate(pooled[False]))
+    loud = Quantiles.of_ns(np.concatenate(pooled[True]))
+    ratio = loud.p99 / quiet.p99 if quiet.p99 > 0 else float("inf")
+    cost, body_bytes = collection_cost(args.endpoints)
+    scrapes = Quantiles.of_ns(np.array(scrape_ns, dtype=np.int64))
+    result = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "no_scrapes": asdict(quiet), "scraped": asdict(loud), "p99_ratio": ratio,
+        "target_ratio": TARGET_RATIO, "holds": ratio <= TARGET_RATIO,
+        "collection_us": asdict(cost), "exposition_bytes": body_bytes or size,
+        "scrape_round_trip_us": asdict(scrapes), "phases": [asdict(p) for p in phases],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"\nstep lateness, all rounds (dt {args.dt:g} ms, {args.endpoints} in + "
+          f"{args.endpoints} out):")
+    print(f"  no scrapes      {quiet.text()}")
+    print(f"  {args.rate:g} scrapes/s  {loud.text()}")
+    verdict = "holds" if ratio <= TARGET_RATIO else "does NOT hold"
+    print(f"  p99 ratio {ratio:.2f} (target <= {TARGET_RATIO}): {verdict}")
+    print(f"one collection + exposition ({body_bytes} bytes), in-process: {cost.text()}")
+    print(f"scrape round trip seen by the scraper: {scrapes.text()}")
+    return 0
