@@ -162,6 +162,16 @@ class Monitor:
             self._count(data)
         return self.spikes - before
 
+    def collect_for(self, seconds: float) -> int:
+        """Receive for ``seconds`` however quiet it is; return the spikes seen."""
+        before = self.spikes
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            data = self.peer.recv(min(left, 0.1))
+            if data is not None:
+                self._count(data)
+        return self.spikes - before
+
     def first_after(self, timeout: float) -> float | None:
         """Seconds until the next frame arrives (None on timeout)."""
         t0 = time.monotonic()

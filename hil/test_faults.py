@@ -56,7 +56,7 @@ def edvs_run(
     assert isinstance(sensor, EdvsEmulator)
     d, mon = relay(daemon, monitor, dev.url(neurons=EDVS_NEURONS, **(url_params or {})),
                    EDVS_NEURONS)
-    mon.collect(limit=seconds)
+    mon.collect_for(seconds)
     stop_stream(sensor)
     mon.collect(quiet=0.4)
     assert d.alive(), d.output
@@ -143,11 +143,11 @@ def test_unplug_mid_stream(device: Any, daemon: Any, monitor: Any) -> None:
     dev = device("edvs", rate=20_000, pattern="random")
     sensor = dev.need_emulator("unplug on demand")
     d, mon = relay(daemon, monitor, dev.url(neurons=EDVS_NEURONS), EDVS_NEURONS)
-    mon.collect(limit=0.3)
+    mon.collect_for(0.3)
     before = mon.spikes
     sensor.request_unplug(down_ms=200)
-    mon.collect(limit=0.6)
-    after = mon.collect(limit=0.5)
+    mon.collect_for(0.6)
+    after = mon.collect_for(0.5)
     m = d.metrics()
     books(m)
     assert d.alive() and before > 0 and after > 0
@@ -161,7 +161,7 @@ def test_board_noise_counts_crc_errors_and_gaps(device: Any, daemon: Any, monito
     board = dev.need_emulator("inject faults")
     assert isinstance(board, BoardEmulator)
     d, mon = relay(daemon, monitor, dev.url(neurons=256), 256)
-    mon.collect(limit=1.0)
+    mon.collect_for(1.0)
     board.call(lambda _now: setattr(board, "started", False))
     settle(board)
     mon.collect(quiet=0.4)

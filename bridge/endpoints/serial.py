@@ -8,7 +8,10 @@ non-blocking read of what is there; handlers without a descriptor (``loop://``) 
 blocking reader thread that feeds a bounded queue and wakes the poller through a pipe.
 Writes never block: they go to a bounded buffer written as the device accepts it, and a send
 that does not fit is refused (the caller counts it). A device that disappears makes
-``recv``/``send`` raise EndpointError; ``reopen`` then retries on a backoff schedule.
+``recv``/``send`` raise EndpointError; ``reopen`` then retries on a backoff schedule. The
+device's greeting (from the URL's stream format: for an eDVS echo off, event format, biases,
+``E+``) is written at the first poll, send or receive after each open, not at open: a sensor
+does not start streaming while the processor is still being built.
 
 Never decodes (codecs do), never sleeps, never blocks the loop on the device.
 """
@@ -121,6 +124,7 @@ class _Port:
         self.lost_bytes = 0               # accepted for sending, then lost with the device
         self.queue_dropped = 0            # reader-thread mode: oldest bytes dropped, queue full
         self.low_latency: bool | None = None
+        self.greeted = False              # the users' greetings went out since the last open
         # Reader-thread mode only.
         self._lock = threading.Lock()
         self._chunks: deque[bytes] = deque()
@@ -135,7 +139,7 @@ class _Port:
     # -- open and close -----------------------------------------------------------------
 
     def open_device(self) -> None:
-        """Open and configure the device, then write every user's greeting."""
+        """Open and configure the device; the greetings go out on first use (``greet``)."""
         st = self.settings
         if self.ser is not None:
             self.close_device(self.failed)
@@ -188,13 +192,10 @@ class _Port:
             self.threaded = fd < 0
             self.gen += 1
             self.failed = None
+            self.greeted = False
             self.wbuf.clear()
-            for user in self.users.values():
-                if user.greeting:
-                    self.wbuf += user.greeting
         if self.threaded:
             self._start_threads()
-        self.flush()
 
     def _explain(self, exc: BaseException) -> str:
         code = getattr(exc, "errno", None)
@@ -400,6 +401,16 @@ class _Port:
                 raise self.fail(f"write failed: {exc.strerror}") from None
             del wbuf[:n]
 
+    def greet(self) -> None:
+        """Write every user's greeting once per open (an eDVS starts streaming on it)."""
+        if self.greeted or self.ser is None:
+            return
+        self.greeted = True
+        with self._lock:
+            for user in self.users.values():
+                self.wbuf += user.greeting
+        self.flush()
+
     def write(self, data: bytes) -> bool:
         """Queue ``data`` whole and flush; False (nothing queued) when it does not fit."""
         if self.failed is not None or self.ser is None:
@@ -491,7 +502,7 @@ class SerialEndpoint(Endpoint):
             try:
                 if fresh:
                     port.open_device()
-                elif port.ser is not None and self.greeting:
+                elif port.greeted and self.greeting:
                     port.write(self.greeting)
             except BaseException:
                 del port.users[id(self)]
@@ -562,6 +573,7 @@ class SerialEndpoint(Endpoint):
         port = self._port
         if port is not None and port.failed is None and port.gen == self._gen:
             self._fd = port.readable_fd()
+            port.greet()
         if self._fd < 0:
             raise EndpointError(f"{self.url} is not open")
         return self._fd
@@ -569,7 +581,9 @@ class SerialEndpoint(Endpoint):
     def recv(self) -> tuple[memoryview, Address] | None:
         """The bytes available now (valid until the next recv), or None; never blocks."""
         port = self._live()
-        if port.wbuf:
+        if not port.greeted:
+            port.greet()
+        elif port.wbuf:
             port.flush()
         n = port.read(self._view)
         if not n:
@@ -579,6 +593,7 @@ class SerialEndpoint(Endpoint):
     def send(self, data: bytes) -> bool:
         """Queue ``data`` whole without blocking; False when the output buffer is full."""
         port = self._live()
+        port.greet()
         if self.role == "out" and not any(u.role == "in" for u in port.users.values()):
             self.discarded += port.discard_input()
         if not data:

@@ -90,12 +90,16 @@ def test_reads_what_the_device_sends(pty: Pty) -> None:
         ep.close()
 
 
-def test_greeting_is_written_on_open(pty: Pty) -> None:
+def test_greeting_is_written_when_the_loop_first_polls(pty: Pty) -> None:
     ep = endpoint(f"serial:{pty.path}?format=edvs&evsize=4&biases=0:5")
     ep.open()
     try:
+        assert pty.read(1, timeout=0.05) == b""  # not at open: the processor may be slow
+        ep.fileno()
         want = b"!U0\n!E2\n!B0=5\n!BF\nE+\n"
         assert pty.read(len(want)) == want
+        ep.fileno()
+        assert pty.read(1, timeout=0.05) == b""  # once per open
     finally:
         ep.close()
 
@@ -136,6 +140,7 @@ def test_input_and_output_share_one_port(pty: Pty) -> None:
     rx.open()
     tx.open()
     try:
+        rx.fileno()
         start = pty.read(14)
         assert start[:3] == b"\x00\x02\x11"  # the input's start command
         assert tx.send(b"\x00abc\x00")
@@ -178,6 +183,7 @@ def test_unplug_and_reopen_with_backoff(tmp_path: Path) -> None:
     dev = Pty(link)
     ep = endpoint(f"serial:{link}?format=edvs&backoff=50&backoff_max=200")
     ep.open()
+    ep.fileno()  # the loop registers it: the greeting goes out
     assert dev.read_until(b"E+\n").endswith(b"E+\n")
     first_path = dev.path
     dev.close()  # unplugged: the pty and its name vanish
@@ -205,6 +211,7 @@ def test_unplug_and_reopen_with_backoff(tmp_path: Path) -> None:
         t = now + 200 * MS
         assert ep.reopen(t) is True
         assert ep.reconnects == 1
+        ep.fileno()
         assert new.read_until(b"E+\n").endswith(b"E+\n")  # greeted again
         os.write(new.master, b"\x81\x01")
         assert wait_readable(ep.fileno())
