@@ -1,14 +1,15 @@
 """``spikebridge run``: the daemon's life cycle around the engine, as a systemd service.
 
 Config -> logging (journald or stderr) -> metrics server -> open every endpoint and build the
-processor (EXTEND_TIMEOUT_USEC while that takes long) -> READY=1 -> run the loop in this
-thread, which pings the watchdog and refreshes STATUS through its tick -> on SIGTERM/SIGINT:
-STOPPING=1, drain, flush recordings, post-run hook, exit 0. SIGHUP: RELOADING=1, re-read the
-config file and apply what can change while running, READY=1.
+processor (EXTEND_TIMEOUT_USEC while that takes long) -> run the loop in this thread. The
+loop raises itself to real time; its tick then sends READY=1, pings the watchdog and keeps
+STATUS fresh. SIGTERM/SIGINT: STOPPING=1, drain, flush recordings, post-run hook, exit 0.
+SIGHUP: RELOADING=1, re-read the config file, apply what can change while running, READY=1.
 
-Exit codes: 0 after a clean stop, 1 when the loop failed, 2 for a bad config or argument or an
-endpoint that cannot be opened (nothing has run then). Signal handlers only set flags and send
-one notification; threads (log writer, metrics server) are started before the loop runs.
+Exit codes: 0 after a clean stop, 1 when the loop failed, 2 for a bad config or argument, an
+endpoint that cannot be opened, or a [realtime] setting marked required that the system
+refuses (no READY=1 has been sent then). Signal handlers only set flags and send one
+notification; threads (log writer, metrics server) are started before the loop runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 from bridge.config import BridgeConfig, MetricsConfig, config_from_flags, load_config, parse_listen
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.loop import Bridge
+from bridge.engine.realtime import RealtimeRefused
 from bridge.engine.stats import BridgeStats
 from bridge.errors import ConfigError, EndpointError
 from bridge.processors import SPEC_GRAMMAR
@@ -208,7 +210,8 @@ def run(
     stats = BridgeStats(cfg.miss_ns)
     usec = watchdog_usec(env, os.getpid())
     stats.watchdog_usec = usec
-    heartbeat = Heartbeat(stats, notifier, _watchdog_config(cfg).policy(usec) if usec else None)
+    heartbeat = Heartbeat(stats, notifier, _watchdog_config(cfg).policy(usec) if usec else None,
+                          ready=f"ready: {_describe(cfg)}")
 
     server = None
     if cfg.metrics.listen is not None:
@@ -238,10 +241,12 @@ def run(
         reloader = Reloader(cfg, heartbeat, notifier, clock, usec)
         log.info("running (%s)%s", _describe(cfg),
                  f"; watchdog ping every {usec / 2e6:g} s" if usec else "")
-        notifier.ready(f"ready: {_describe(cfg)}")
         code = 0
         try:
-            bridge.run(tick=heartbeat, on_reload=reloader)
+            bridge.run(tick=heartbeat, on_reload=reloader)  # READY=1 on its first tick
+        except RealtimeRefused as exc:
+            log.error("%s", exc)  # required by [realtime]: a restart cannot help
+            code = 2
         except Exception:
             log.exception("the loop failed")
             code = 1

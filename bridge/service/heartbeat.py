@@ -1,8 +1,9 @@
-"""The loop's per-iteration service duties: watchdog pings and the periodic STATUS line.
+"""The loop's per-iteration service duties: READY once, watchdog pings, the STATUS line.
 
 ``Heartbeat`` is the ``tick(now_ns)`` callable handed to ``Bridge.run``: it runs in the
-real-time loop thread, so the common path is one comparison. It never starts a thread, never
-reads the clock (the loop passes ``now_ns``) and never raises.
+real-time loop thread, so the common path is a few comparisons. READY=1 goes out on the first
+tick, that is once the loop runs (after it raised itself to real time), not before. It never
+starts a thread, never reads the clock (the loop passes ``now_ns``) and never raises.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Heartbeat:
     __slots__ = (
         "_next_status_ns",
         "_notifier",
+        "_ready",
         "_stats",
         "_status",
         "_status_period_ns",
@@ -39,6 +41,7 @@ class Heartbeat:
         watchdog: WatchdogPolicy | None,
         *,
         status_period_ns: int = DEFAULT_STATUS_PERIOD_NS,
+        ready: str | None = None,
     ) -> None:
         if status_period_ns <= 0:
             raise ValueError(f"status period must be > 0 ns, got {status_period_ns}")
@@ -49,9 +52,13 @@ class Heartbeat:
         self._status_period_ns = status_period_ns
         self._next_status_ns: int | None = None
         self._unhealthy = ""
+        self._ready = ready  # the STATUS sent with READY=1 on the first tick; None: no READY
 
     def __call__(self, now_ns: int) -> None:
         """One loop iteration happened at ``now_ns`` (monotonic)."""
+        if self._ready is not None:
+            self._notifier.ready(self._ready)
+            self._ready = None
         wd = self.watchdog
         if wd is not None:
             if wd.tick(now_ns, self._stats):

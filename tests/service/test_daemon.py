@@ -244,3 +244,14 @@ def test_startup_progress_extends_the_timeout_at_most_once_a_second() -> None:
         f"EXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_NS // 1000}\nSTATUS=starting: generating code",
         f"EXTEND_TIMEOUT_USEC={EXTEND_TIMEOUT_NS // 1000}\nSTATUS=starting: linking",
     ]
+
+
+def test_a_refused_required_realtime_setting_is_exit_2_without_ready(daemons, tmp_path) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text('[bridge]\ndt_ms = 5\n[[input]]\nurl = "udp://127.0.0.1:0?neurons=16"\n'
+                      '[realtime]\ncpus = [4095]\nrequired = ["cpus"]\n')  # no such CPU
+    d = daemons([str(config)], env={"WATCHDOG_USEC": "200000"})
+    assert d.proc.wait(timeout=20) == 2
+    d.read(0.1)
+    assert not any(m.startswith(("READY", "WATCHDOG")) for m in d.messages()), d.messages()
+    assert "required real-time setting refused" in d.output()

@@ -59,3 +59,15 @@ def test_without_watchdog_or_systemd_nothing_is_sent() -> None:
     for t in range(0, S, 10 * MS):
         beat(t)
     assert stats.watchdog_pings == 0
+
+
+def test_ready_goes_out_once_on_the_first_tick_before_any_ping() -> None:
+    stats = BridgeStats()
+    rec = Recorder()
+    beat = Heartbeat(stats, Notifier({}, sender=rec), WatchdogPolicy(1_000_000),
+                     ready="ready: 1 in, 1 out")
+    assert rec.messages == []
+    beat(0)
+    beat(600 * MS)
+    assert rec.messages[:2] == ["READY=1\nSTATUS=ready: 1 in, 1 out", "WATCHDOG=1"]
+    assert sum(m.startswith("READY=1") for m in rec.messages) == 1
