@@ -138,14 +138,12 @@ class Reloader:
         self._notifier = notifier
         self._clock = clock
         self._usec = usec
-        self.reloads = 0
 
     def __call__(self) -> None:
         self._notifier.reloading(self._clock.monotonic_ns())
         try:
             self._apply()
         finally:
-            self.reloads += 1
             self._notifier.ready(self._heartbeat.status_line(self._clock.monotonic_ns()))
 
     def _apply(self) -> None:

@@ -11,16 +11,10 @@ from bridge.engine.stats import BridgeStats, Histogram
 
 def _diff_quantile(now: list[int], before: list[int], edges_ns: tuple[int, ...], q: float) -> float:
     """Bucket upper edge (ns) holding quantile ``q`` of the counts added since ``before``."""
-    delta = [a - b for a, b in zip(now, before, strict=True)]
-    total = sum(delta)
-    if total <= 0:
-        return float("nan")
-    run, target = 0, q * total
-    for i, c in enumerate(delta):
-        run += c
-        if c and run >= target:
-            return float(edges_ns[i]) if i < len(edges_ns) else float("inf")
-    return float("inf")
+    delta = Histogram(edges_ns)
+    delta.counts = [a - b for a, b in zip(now, before, strict=True)]
+    delta.count = sum(delta.counts)
+    return delta.quantile(q)
 
 
 def _fmt_ns(ns: float) -> str:
