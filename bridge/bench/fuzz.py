@@ -53,6 +53,9 @@ KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
 
 
+ARGV0 = "SPIKEBRIDGE_FUZZ_ARGV0"  # the command libFuzzer re-runs for a merge
+
+
 class ContractError(AssertionError):
     """A decoder broke its contract on one input."""
 
@@ -655,9 +658,16 @@ def merge_corpus(name: str, work: Path, corpus: Path) -> int:
     """Add the inputs of ``work`` that reach new coverage to ``corpus`` (libFuzzer -merge=1)."""
     corpus.mkdir(parents=True, exist_ok=True)
     before = len(list(corpus.iterdir()))
-    subprocess.run([sys.executable, "-m", "bridge.bench.fuzz", name, "-merge=1",
-                    f"-max_len={MAX_LEN[name]}", str(corpus), str(work)],
-                   capture_output=True, text=True, check=False)
+    # A merge re-runs argv[0] as a command: give it an executable that starts this target.
+    launcher = work.parent / f"{work.name}-run"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m bridge.bench.fuzz {name} "$@"\n')
+    launcher.chmod(0o700)
+    try:
+        subprocess.run([str(launcher), "-merge=1", f"-max_len={MAX_LEN[name]}", str(corpus),
+                        str(work)], capture_output=True, text=True, check=False,
+                       env={**os.environ, ARGV0: str(launcher)})
+    finally:
+        launcher.unlink()
     return len(list(corpus.iterdir())) - before
 
 
@@ -677,7 +687,7 @@ def child(argv: Sequence[str]) -> int:
     name, *libfuzzer_args = argv
     with atheris.instrument_imports(include=["bridge"]):
         target = build_target(name)
-    atheris.Setup([sys.argv[0], *libfuzzer_args], target)
+    atheris.Setup([os.environ.get(ARGV0, sys.argv[0]), *libfuzzer_args], target)
     atheris.Fuzz()
     return 0  # not reached: libFuzzer exits the process
 
