@@ -88,6 +88,10 @@ class BoardEmulator(Emulator):
         self._boot_ns = self._last_ns = self._rate_ns = now_ns
         self._next_hb = now_ns + self.heartbeat_ns
 
+    def on_quiesce(self, now_ns: int) -> None:
+        """Stop sending spikes (as a stop command would); heartbeats go on."""
+        self.started = False
+
     def board_us(self, now_ns: int) -> int:
         """The board's µs clock since power-on."""
         return (now_ns - self._boot_ns) // 1000

@@ -1,8 +1,9 @@
 """``spikebridge emulate edvs|board``: run a device emulator behind a pty until stopped.
 
 Prints the path to open (the ``--link`` symlink when given, else the pty) on the first line
-of stdout, then runs until SIGINT/SIGTERM or ``--duration``; ``--stats`` prints the counters
-as one JSON line at exit. A thin CLI: the emulators live in edvs.py and board.py.
+of stdout, then runs until SIGINT/SIGTERM or ``--duration``. At the end it stops producing,
+lets its buffer drain (up to 2 s), and ``--stats`` prints the counters as one JSON line.
+A thin CLI: the emulators live in edvs.py and board.py.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         print(emu.start(), flush=True)
         done.wait(args.duration)
+        emu.quiesce()  # stop producing and let what is queued go out first
     finally:
         emu.stop()
         if args.stats:

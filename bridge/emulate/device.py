@@ -74,6 +74,9 @@ class Emulator:
     def on_plug(self, now_ns: int) -> None:
         """The device was (re)plugged: a power-on reset."""
 
+    def on_quiesce(self, now_ns: int) -> None:
+        """Stop producing data of its own accord (streams, spontaneous spikes)."""
+
     # -- output -----------------------------------------------------------------------------
 
     def emit(self, data: bytes) -> bool:
@@ -189,6 +192,15 @@ class Emulator:
         self.call(lambda now: self.plug(now))
         return self.port.path
 
+    def quiesce(self, timeout: float = 2.0) -> bool:
+        """Stop producing and wait until the FIFO is written out; False if it did not drain."""
+        self.call(self.on_quiesce)
+        end = self.clock.monotonic_ns() + int(timeout * 1e9)
+        running = self._thread is not None and self._thread.is_alive()
+        while running and self.fifo and self.port.plugged and self.clock.monotonic_ns() < end:
+            self._stop.wait(0.01)
+        return not self.fifo
+
     def stop(self) -> None:
         """Stop the thread and unplug for good; idempotent."""
         self._stop.set()
@@ -268,6 +280,7 @@ class Emulator:
         return {
             "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
             "fifo_dropped": self.fifo_dropped, "unplug_lost": self.unplug_lost,
+            "fifo_pending": len(self.fifo),
             "unplugs": self.unplugs, "garbage_sent": self.garbage_sent,
             "flipped": self.noise.flipped, "inserted": self.noise.inserted,
             "deleted": self.noise.deleted,

@@ -76,6 +76,10 @@ class EdvsEmulator(Emulator):
         self._reset_state(now_ns)
         self._reply(self.banner())
 
+    def on_quiesce(self, now_ns: int) -> None:
+        """Stop the event stream (as ``E-`` would)."""
+        self.streaming = False
+
     def banner(self) -> str:
         """What ``R`` prints."""
         return (f"EDVS-4337 emulator (spikebridge), firmware variant {self.variant}, "

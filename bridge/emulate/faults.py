@@ -56,9 +56,13 @@ class TokenBucket:
 
     @classmethod
     def for_baud(cls, baud: int, now_ns: int = 0) -> TokenBucket:
-        """8N1 framing: 10 bits per byte; a 2 ms burst (at least 64 bytes)."""
+        """8N1 framing: 10 bits per byte; a 10 ms burst (at least 64 bytes).
+
+        The burst only absorbs the emulator's own wake-up jitter: a smaller one would waste
+        line capacity whenever its thread wakes late, which a real UART does not.
+        """
         rate = baud / 10
-        return cls(rate, max(64, int(rate * 0.002)), now_ns)
+        return cls(rate, max(64, int(rate * 0.01)), now_ns)
 
     def _refill(self, now_ns: int) -> None:
         if now_ns > self.last_ns:

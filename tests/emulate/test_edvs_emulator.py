@@ -132,8 +132,9 @@ def test_pacing_at_baud_rate(make: Any, attach: Any) -> None:
     e.emit(b"x" * 5000)
     for t in range(0, 101):
         e._pump(t * MS)
-    # 11520 bytes/s for 100 ms, plus the 64-byte burst
-    assert e.bytes_out == pytest.approx(1152 + 64, abs=2)
+    # 11520 bytes/s for 100 ms, plus the initial burst (10 ms worth)
+    assert e.bucket is not None and e.bucket.burst == 115
+    assert e.bytes_out == pytest.approx(1152 + 115, abs=2)
     assert len(host.read(want=e.bytes_out)) == e.bytes_out
 
 

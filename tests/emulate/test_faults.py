@@ -10,11 +10,11 @@ MS = 1_000_000
 
 
 def test_token_bucket_paces_at_baud_over_ten() -> None:
-    bucket = TokenBucket.for_baud(12_000_000, now_ns=0)  # 1.2 MB/s, 2400-byte burst
-    assert bucket.burst == 2400
-    assert bucket.take(10_000, 0) == 2400  # the burst, then nothing
-    assert bucket.take(10_000, 0) == 0
-    assert bucket.take(10_000, 1 * MS) == 1200  # 1 ms at 1.2 MB/s
+    bucket = TokenBucket.for_baud(12_000_000, now_ns=0)  # 1.2 MB/s, 12000-byte burst
+    assert bucket.burst == 12_000
+    assert bucket.take(100_000, 0) == 12_000  # the burst, then nothing
+    assert bucket.take(100_000, 0) == 0
+    assert bucket.take(100_000, 1 * MS) == 1200  # 1 ms at 1.2 MB/s
     sent = sum(bucket.take(10_000, t * MS) for t in range(2, 1002))
     assert sent == pytest.approx(1_200_000, abs=2)
 
