@@ -1,13 +1,12 @@
 """UDP unicast endpoints: an input binds HOST:PORT, an output sends to HOST:PORT.
 
-Non-blocking only. A receive drains into one buffer allocated at open; the kernel's own drop
-counter (SO_RXQ_OVFL) is read from each datagram's ancillary data, so datagrams lost in a full
-receive buffer are counted too. Never raises out of recv/send for a peer's behaviour.
+Non-blocking only. A receive drains into one buffer allocated at open; the kernel's per-socket
+drop counter (SO_MEMINFO) is read at housekeeping time, so datagrams lost in a full receive
+buffer are counted too. Never raises out of recv/send for a peer's behaviour.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import struct
@@ -18,10 +17,11 @@ from bridge.endpoints.base import Address, Endpoint
 from bridge.endpoints.url import EndpointURL
 from bridge.errors import ConfigError, EndpointError
 
-SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+SK_MEMINFO_DROPS = 8
+_MEMINFO = struct.Struct("=9I")
 MAX_DATAGRAM = 65536
 DEFAULT_RCVBUF = 4 << 20
-_U32 = struct.Struct("=I")
 _TIMEVAL = struct.Struct("@ll")
 _DONTWAIT = socket.MSG_DONTWAIT
 
@@ -72,11 +72,10 @@ class UdpEndpoint(Endpoint):
             self.bind_to = EndpointURL("udp", options["bind"]).host_port()
         self._sock: socket.socket | None = None
         self._buf = bytearray(MAX_DATAGRAM)
-        self._bufs = [self._buf]
         self._view = memoryview(self._buf)
-        self._overflow = 0
         self._timeout_ns = 50_000_000
-        self._recvmsg_into: Any = _closed
+        self._recvfrom_into: Any = _closed
+        self._meminfo = True
         self._send: Any = _closed
 
     def _new_socket(self, family: int) -> socket.socket:
@@ -95,9 +94,6 @@ class UdpEndpoint(Endpoint):
                 sock.setsockopt(
                     socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf or DEFAULT_RCVBUF
                 )
-                # Old kernels lack it: overflow drops then stay unseen, as with any socket.
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
                 self._bind(sock, addr)
             else:
                 if self.sndbuf:
@@ -111,7 +107,7 @@ class UdpEndpoint(Endpoint):
             hint = " (is another process using it?)" if exc.errno == errno.EADDRINUSE else ""
             raise EndpointError(f"{self.url}: cannot {what} {addr}: {exc.strerror}{hint}") from None
         self._sock = sock
-        self._recvmsg_into = sock.recvmsg_into
+        self._recvfrom_into = sock.recvfrom_into
         self._send = sock.send
 
     def _bind(self, sock: socket.socket, addr: tuple[str, int]) -> None:
@@ -139,15 +135,9 @@ class UdpEndpoint(Endpoint):
     def recv(self, _flags: int = _DONTWAIT) -> tuple[memoryview, Address] | None:
         """One datagram (valid until the next recv) and its sender, or None when drained."""
         try:
-            n, anc, _mflags, addr = self._recvmsg_into(self._bufs, 64, _flags)
-        except (BlockingIOError, InterruptedError):
-            return None
+            n, addr = self._recvfrom_into(self._buf, 0, _flags)
         except OSError:
-            return None  # e.g. a queued ICMP error: nothing to read now
-        if anc:
-            for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
-                    self._overflow = _U32.unpack_from(data)[0]
+            return None  # drained (EAGAIN), interrupted, or a queued ICMP error
         return self._view[:n], addr
 
     def recv_wait(self, timeout_ns: int) -> tuple[memoryview, Address] | None:
@@ -158,13 +148,9 @@ class UdpEndpoint(Endpoint):
                                  _TIMEVAL.pack(sec, ns // 1000))
             self._timeout_ns = timeout_ns
         try:
-            n, anc, _mflags, addr = self._recvmsg_into(self._bufs, 64)
+            n, addr = self._recvfrom_into(self._buf, 0, 0)
         except OSError:
             return None  # timed out (EAGAIN), interrupted, or a queued ICMP error
-        if anc:
-            for level, kind, data in anc:
-                if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(data) >= 4:
-                    self._overflow = _U32.unpack_from(data)[0]
         return self._view[:n], addr
 
     def send(self, data: bytes) -> bool:
@@ -176,15 +162,26 @@ class UdpEndpoint(Endpoint):
         return True
 
     def overflow_drops(self) -> int:
-        """Datagrams the kernel dropped for want of receive-buffer space, since open."""
-        return self._overflow
+        """Datagrams the kernel dropped for want of receive-buffer space, since open.
+
+        Read with SO_MEMINFO (one system call), so the loop asks at housekeeping time,
+        not per datagram; 0 where the kernel does not report it.
+        """
+        if self._sock is None or not self._meminfo:
+            return 0
+        try:
+            info = self._sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            self._meminfo = False
+            return 0
+        return int(_MEMINFO.unpack_from(info)[SK_MEMINFO_DROPS])
 
     def close(self) -> None:
         """Close the socket; idempotent."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-            self._recvmsg_into = self._send = _closed
+            self._recvfrom_into = self._send = _closed
 
     def describe(self) -> str:
         """URL plus the bound or peer address."""

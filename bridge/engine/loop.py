@@ -49,13 +49,14 @@ _EMPTY = np.empty(0, dtype=np.uint32)
 class OutputPort:
     """An output endpoint with its codec, its slice of the output population and its counters."""
 
-    __slots__ = ("codec", "down", "ep", "index", "rec", "recorder", "seq", "source", "span",
-                 "spec", "stats", "stream", "whole")
+    __slots__ = ("codec", "down", "ep", "index", "rec", "recorder", "send", "seq", "source",
+                 "span", "spec", "stats", "stream", "whole")
 
     def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, node: int,
                  index: int) -> None:
         self.spec = spec
         self.ep = ep
+        self.send = ep.send  # bound once: the hot path calls it per datagram
         self.stats = stats
         self.index = index
         self.codec: Any = make_codec(spec)
@@ -78,7 +79,7 @@ class OutputPort:
         ok = True
         for d in datagrams:
             try:
-                sent = self.ep.send(d)
+                sent = self.send(d)
             except EndpointError as exc:
                 self._lost(exc)
                 sent = False
@@ -108,7 +109,7 @@ class OutputPort:
             self.seq += 1
             st = self.stats
             try:
-                sent = self.ep.send(datagrams[0])
+                sent = self.send(datagrams[0])
             except EndpointError as exc:
                 self._lost(exc)
                 sent = False
@@ -269,6 +270,8 @@ class Bridge:
         self._latency: Histogram | None = None
         self._identity = False
         self._wall_offset = clock.wall_ns() - clock.monotonic_ns()
+        self._mono = clock.monotonic_ns
+        self._observe_latency: Callable[[int], None] = lambda _ns: None
         self._opened = False
         self._closed = False
         self.failure: str | None = None  # why the loop stopped itself (the exit is then 1)
@@ -355,6 +358,7 @@ class Bridge:
             "pass" if all(p.passthrough for p in self.inputs) else "relay"
         )
         self._latency = self.stats.latency(path)
+        self._observe_latency = self._latency.observe
 
     @staticmethod
     def _same_wire(port: InputPort, out: OutputPort) -> bool:
@@ -434,7 +438,7 @@ class Bridge:
             self._reload = False
             if on_reload is not None:
                 on_reload()
-        self._reopen(now)
+        self._refresh_endpoints(now)
         if tick is not None:
             tick(now)
 
@@ -505,7 +509,6 @@ class Bridge:
             if got is not None:
                 handle(port, got[0], got[1], now, now + self._wall_offset)
             if got is None or now >= next_house:
-                port.account_overflow()
                 self._housekeeping(now, tick, on_reload)
                 next_house = now + HOUSEKEEPING_NS
                 if port.down:
@@ -551,7 +554,6 @@ class Bridge:
             if got is None:
                 break
             handle(port, got[0], got[1], now, wall)
-        port.account_overflow()
 
     def _handle_datagram(self, port: InputPort, data: Any, addr: Any, now: int, wall: int) -> None:
         """Admit one datagram and forward it (relay) or queue it (stepped); count any drop."""
@@ -585,7 +587,7 @@ class Bridge:
                 self.recorder.record(now, port.rec, source, seq, codec.decode(data).ids, t_sent)
             for out in port.pass_outputs:
                 out.emit_raw(codec, data, n, now, wall)
-            self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
+            self._observe_latency(self._mono() - now)
         else:
             if port.rec is not None:
                 self.recorder.record(now, port.rec, source, seq, frame.ids, t_sent)
@@ -645,7 +647,7 @@ class Bridge:
             if out_ids is not None:
                 for out in self.outputs:
                     out.emit(out_ids, now, wall, False)
-        self._latency.observe(self.clock.monotonic_ns() - now)  # type: ignore[union-attr]
+        self._observe_latency(self._mono() - now)
 
     def _call_processor(self, ids: IdArray, now: int) -> IdArray | None:
         assert self.processor is not None
@@ -705,7 +707,8 @@ class Bridge:
         if port.stream:
             port.codec = make_codec(port.spec)  # a fresh decoder: no half frame across a replug
 
-    def _reopen(self, now: int) -> None:
+    def _refresh_endpoints(self, now: int) -> None:
+        """Reopen endpoints that are down; copy kernel drops, loss and up/down into stats."""
         for port in self.inputs:
             if port.down and port.ep.reopen(now):
                 port.down = False
@@ -718,6 +721,7 @@ class Bridge:
                 log.info("output %s is back", out.spec.name)
         reconnects = 0
         for port in self.inputs:
+            port.account_overflow()
             reconnects += getattr(port.ep, "reconnects", 0)
             port.stats.up = 0 if port.down else 1
             if port.trackers:
@@ -742,6 +746,7 @@ class Bridge:
                     self._read_stream(port, now, wall)
                 else:
                     self._read_datagrams(port, now, wall)
+                port.account_overflow()
         if self.stepped and self._pending:
             self._step(self.clock.monotonic_ns())
 

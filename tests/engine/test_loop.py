@@ -345,7 +345,7 @@ class TestOverload:
         rb.thread = __import__("threading").Thread(target=rb._run, daemon=True)
         rb.thread.start()
         st = rb.bridge.stats.inputs[0]
-        # The kernel reports its drop count with the next datagram it queues: send one more.
+        # One more datagram after the flood: it must be relayed, and counted.
         assert wait_for(lambda: st.frames > 0, timeout=5)
         time.sleep(0.2)
         tx.send(rb.in_port(), frame)
