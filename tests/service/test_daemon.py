@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import load_config
 from bridge.engine.clock import FakeClock
-from bridge.service.daemon import EXTEND_TIMEOUT_NS, StartupProgress
+from bridge.engine.stats import BridgeStats
+from bridge.service.daemon import EXTEND_TIMEOUT_NS, Reloader, StartupProgress
+from bridge.service.heartbeat import Heartbeat
 from bridge.service.notify import Notifier
 
 pytestmark = pytest.mark.integration
@@ -255,3 +259,33 @@ def test_a_refused_required_realtime_setting_is_exit_2_without_ready(daemons, tm
     d.read(0.1)
     assert not any(m.startswith(("READY", "WATCHDOG")) for m in d.messages()), d.messages()
     assert "required real-time setting refused" in d.output()
+
+
+def test_reload_applies_the_watchdog_section_and_names_what_needs_a_restart(
+    tmp_path, caplog
+) -> None:
+    path = tmp_path / "bridge.toml"
+    base = '[[input]]\nurl = "udp://127.0.0.1:0?neurons=16"\n'
+    path.write_text(base + "[bridge]\ndt_ms = 1\n[watchdog]\nmax_misses = 5\n")
+    cfg = load_config(str(path))
+    sent: list[str] = []
+    notifier = Notifier({}, sender=lambda m: sent.append(m) or True)
+    clock = FakeClock(start_ns=7_000_000_000)
+    beat = Heartbeat(BridgeStats(), notifier, None)
+    reload = Reloader(cfg, beat, notifier, clock, usec=2_000_000)
+
+    path.write_text(base + "[bridge]\ndt_ms = 2\n[watchdog]\nmax_misses = 50\n")
+    with caplog.at_level(logging.INFO, logger="spikebridge"):
+        reload()
+    assert beat.watchdog is not None and beat.watchdog.max_misses == 50
+    assert sent[0] == "RELOADING=1\nMONOTONIC_USEC=7000000"
+    assert sent[-1].startswith("READY=1\nSTATUS=")
+    assert "reload: dt_ns changed; restart the service to apply" in caplog.text
+
+    caplog.clear()
+    path.write_text(base + "[bridge]\ndt_ms = -1\n")
+    with caplog.at_level(logging.INFO, logger="spikebridge"):
+        reload()
+    assert "bridge.dt_ms" in caplog.text and "keeping the running config" in caplog.text
+    assert beat.watchdog.max_misses == 50
+    assert sent[-1].startswith("READY=1")
