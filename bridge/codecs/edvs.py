@@ -282,6 +282,17 @@ class EdvsCodec(StreamCodec):
                     continue
                 self._lost_lock()
             else:
+                if self.sync == 0:
+                    # Replies and events both start with a clear top bit here: events win
+                    # when a lock can start at the head (as drivers that ignore replies do),
+                    # so a byte such as LF (y = 10) is never taken for the end of a reply.
+                    if len(self._buf) - self._pos < self.evsize * self.lock:
+                        return None
+                    if self._aligned_at_head():
+                        self._locked = self._ever_locked = True
+                        self._hunted = self._since_lock = 0
+                        self._report_garbage()
+                        continue
                 text = self._text()
                 if text is None:
                     return None
@@ -354,6 +365,10 @@ class EdvsCodec(StreamCodec):
                 self.controls_dropped += 1
             self._controls.append(line)
         return True
+
+    def _aligned_at_head(self) -> bool:
+        buf, pos, size = self._buf, self._pos, self.evsize
+        return all(buf[pos + k * size] >> 7 == self.sync for k in range(self.lock))
 
     def _hunt(self) -> bool:
         """Find ``lock`` consecutive aligned events; skip (and count) what cannot start one."""

@@ -255,3 +255,16 @@ def test_fuzz_only_decode_errors(data: bytes, evsize: int, sync: int) -> None:
         codec.feed(data[i:i + 700], now_ns=i * 1000)
         drain(codec)  # anything but DecodeError propagates and fails the test
     assert codec.buffered() < 700 + 8 * evsize + 200
+
+
+@pytest.mark.slow
+@settings(max_examples=20_000, deadline=None)
+@given(st.binary(max_size=6000), st.sampled_from([2, 4, 5, 6]), st.sampled_from([0, 1]),
+       st.integers(1, 900), st.sampled_from(["both", "merge", "on"]), st.integers(1, 8))
+def test_fuzz_long(data: bytes, evsize: int, sync: int, chunk: int, polarity: str,
+                   scale: int) -> None:
+    codec = EdvsCodec(neurons=5000, evsize=evsize, sync=sync, polarity=polarity, scale=scale)
+    for i in range(0, len(data), chunk):
+        codec.feed(data[i:i + chunk], now_ns=i * 10_000)
+        drain(codec)
+    assert codec.buffered() < chunk + 8 * evsize + 200
