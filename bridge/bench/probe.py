@@ -11,6 +11,7 @@ Never imported by the daemon; never sends anything to the daemon's endpoints its
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -93,7 +94,7 @@ class NotifyListener:
 def max_gap(times: Sequence[float], start: float, end: float) -> float:
     """The longest stretch in [start, end] without an event (including both edges)."""
     points = [start, *(t for t in times if start < t < end), end]
-    return max(b - a for a, b in zip(points, points[1:], strict=False))
+    return max(b - a for a, b in itertools.pairwise(points))
 
 
 @dataclass
@@ -205,7 +206,9 @@ class ServiceProcess:
         if metrics is not None:
             cmd += ["--metrics", f"{metrics[0]}:{metrics[1]}"]
         self._log_path = log_path
-        self._log = open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()
+        # Held open for the daemon's whole life (closed in close()), not a with-block.
+        self._log = (open(log_path, "w+b") if log_path is not None  # noqa: SIM115
+                     else tempfile.TemporaryFile())  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, env=full, stdout=self._log, stderr=subprocess.STDOUT)
         self.started = time.monotonic()
 
@@ -263,3 +266,70 @@ class ServiceProcess:
         self.notify.close()
         if not self._log.closed:
             self._log.close()
+
+
+BLASTER_SOURCE = '''\
+import signal, socket, sys, time
+host, port, rate, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+msgs = [bytes.fromhex(h) for h in sys.argv[5].split(",")]
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+s.connect((host, port))
+send, clock, k, m = s.send, time.perf_counter, 0, len(msgs)
+n = fails = 0
+t0 = clock(); end = t0 + secs
+print("started", flush=True)
+while not stop:
+    now = clock()
+    if now >= end:
+        break
+    due = int((now - t0) * rate) if rate > 0 else n + 64
+    while n < due:
+        try:
+            send(msgs[k]); n += 1; k = k + 1 if k + 1 < m else 0
+        except OSError:
+            fails += 1
+            break
+    if rate > 0:
+        time.sleep(0.0002)
+print(n, fails, clock() - t0, flush=True)
+'''
+
+
+class Blaster:
+    """A sender process: ``datagrams`` in turn to host:port at ``rate``/s (0: flat out)."""
+
+    def __init__(self, host: str, port: int, datagrams: Sequence[bytes], *, rate: float = 0.0,
+                 seconds: float = 3600.0, via: Sequence[str] = ()) -> None:
+        self.proc = subprocess.Popen(
+            [*via, sys.executable, "-c", BLASTER_SOURCE, host, str(port), str(rate),
+             str(seconds), ",".join(d.hex() for d in datagrams)],
+            stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "started": the socket is up and sending
+        self.sent = 0      # datagrams the kernel took
+        self.refused = 0   # sends the kernel refused (full send buffer)
+        self.seconds = 0.0
+
+    def wait(self, timeout: float | None = None) -> Blaster:
+        """Wait for the run to end by itself; read its counts."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        sent, refused, seconds = out.split()
+        self.sent, self.refused, self.seconds = int(sent), int(refused), float(seconds)
+        return self
+
+    def stop(self) -> Blaster:
+        """End the run now (SIGTERM); read its counts."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(10)
+
+    @property
+    def rate(self) -> float:
+        """Datagrams per second the kernel took, over the whole run."""
+        return self.sent / self.seconds if self.seconds else 0.0
