@@ -46,9 +46,9 @@ log = logging.getLogger("spikebridge.bench.stepped")
 PARTS = ("lateness", "cost", "latency", "capacity")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 # "Holds real time": bare Brian2 computes T simulated seconds in at most T wall seconds; the
-# bridge (catch-up policy) skips no step and is not behind at the end of the run (the median
-# lateness of its last steps is under the miss threshold): a lag that grows means it cannot.
-HOLD_LAG_US = 1000.0
+# bridge (catch-up policy) skips no step and its lag at the end of the run (the median lateness
+# of its last steps) is bounded: a bridge that cannot keep up is tens of ms behind after 2 s.
+HOLD_LAG_US = 5000.0
 
 
 # -- measurements -----------------------------------------------------------------------------
@@ -338,6 +338,9 @@ def largest_holding(holds: Callable[[int], bool], start: int, lo: int = 0, hi: i
 
 # -- end-to-end latency through the daemon --------------------------------------------------
 
+# Gaps between probes span whole steps (2 of them), so probes land at uniform phases of dt.
+GAP_S = (0.002, 0.004)
+
 ECHO_SOURCE = """\
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", int(sys.argv[1])))
@@ -417,7 +420,7 @@ def stepped_latency(cache_dir: str, frames: int, priority: int, cpu: int | None,
         if daemon.poll() is not None:
             return {"error": f"daemon exited: {(daemon.stderr.read() if daemon.stderr else '')}"}
         time.sleep(0.5)
-        rtt = _pingpong(rx, tx, ("127.0.0.1", pin), datagrams, (0.0013, 0.0031), 0.05)
+        rtt = _pingpong(rx, tx, ("127.0.0.1", pin), datagrams, GAP_S, 0.05)
         result["bridge"] = asdict(Quantiles.of_ns(rtt))
     finally:
         daemon.terminate()
@@ -430,7 +433,7 @@ def stepped_latency(cache_dir: str, frames: int, priority: int, cpu: int | None,
                                     priority, cpu))
     try:
         time.sleep(0.3)
-        rtt = _pingpong(rx, tx, ("127.0.0.1", epin), datagrams, (0.0013, 0.0031), 0.05)
+        rtt = _pingpong(rx, tx, ("127.0.0.1", epin), datagrams, GAP_S, 0.05)
         result["echo"] = asdict(Quantiles.of_ns(rtt))
     finally:
         echo.kill()
