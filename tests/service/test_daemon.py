@@ -148,9 +148,11 @@ def test_ready_then_pings_at_half_the_period_reload_and_clean_stop(daemons, tmp_
     msgs = d.messages()
     assert msgs[0].startswith("READY=1\nSTATUS=ready: 1 in, 0 out, stepped")
     assert "WATCHDOG=1" not in msgs[: msgs.index(next(m for m in msgs if m.startswith("READY")))]
-    # 100 ms cadence over the 1.5 s read: about 15 pings; never more than the period allows.
-    pings = d.pings(after=t_ready + 0.25, before=t_ready + 1.25)
-    assert 6 <= len(pings) <= 11, pings
+    # One ping per 100 ms (half of WATCHDOG_USEC): never more often than that, and not
+    # much less often even on a busy machine. Times are taken on arrival here.
+    pings = d.pings(after=t_ready)
+    span = d.log[-1][0] - t_ready
+    assert 0.4 * span / 0.1 <= len(pings) <= span / 0.1 + 3, (span, pings)
     assert any(m.startswith("STATUS=") for m in msgs[1:])
 
     d.proc.send_signal(signal.SIGHUP)
