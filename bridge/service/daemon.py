@@ -201,7 +201,7 @@ def run(
 ) -> int:
     """Open, run and close one bridge as a service; the process exit code.
 
-    ``environ`` None means the process environment (and systemd-python for notifications).
+    ``environ`` None means the process environment (NOTIFY_SOCKET, WATCHDOG_USEC/_PID).
     """
     env = os.environ if environ is None else environ
     notifier = Notifier(environ)
@@ -222,6 +222,8 @@ def run(
             return 2
     try:
         bridge = Bridge(cfg, clock=clock, stats=stats)
+        # A reload asked for during start-up (SIGHUP's default would kill) waits for the loop.
+        signal.signal(signal.SIGHUP, lambda _s, _f: bridge.request_reload())
         try:
             bridge.open(on_progress=StartupProgress(notifier, clock))
         except (ConfigError, EndpointError) as exc:
@@ -259,7 +261,7 @@ def run(
 
 
 def _install_signals(bridge: Bridge, shutdown: Shutdown) -> None:
-    """SIGTERM/SIGINT: STOPPING=1 at once, then stop the loop; SIGHUP: reload in the loop."""
+    """SIGTERM/SIGINT: STOPPING=1 at once, then stop the loop (SIGHUP is set up earlier)."""
 
     def on_stop(sig: int, _frame: FrameType | None) -> None:
         shutdown.begin(signal.Signals(sig).name)
@@ -267,7 +269,6 @@ def _install_signals(bridge: Bridge, shutdown: Shutdown) -> None:
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda _s, _f: bridge.request_reload())
 
 
 def main(argv: Sequence[str]) -> int:
