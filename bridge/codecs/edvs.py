@@ -504,6 +504,12 @@ class EdvsCodec(StreamCodec):
                 lines.append(cmd)
         return "".join(f"{c}\n" for c in lines).encode("ascii")
 
+    def check_role(self, role: str) -> None:
+        """An output needs a ``commands`` table: without one no spike could be sent."""
+        if role == "out" and not self.commands:
+            raise ValueError("an edvs output needs commands=ID:COMMAND;... to map spikes "
+                             "to command lines")
+
     def command_lines(self, role: str) -> list[str]:
         """The command lines of ``greeting``, in order."""
         lines = ["!U0"]

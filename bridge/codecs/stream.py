@@ -80,6 +80,9 @@ class StreamCodec(ABC):
     def encode(self, frame: SpikeFrame) -> bytes:
         """Bytes that carry ``frame`` to the device (the output direction)."""
 
+    def check_role(self, role: str) -> None:  # noqa: B027 - optional hook, accepts both
+        """ValueError when this configuration cannot serve as an input or output (``role``)."""
+
     def greeting(self, role: str) -> bytes:
         """Bytes to write to the device after every open and reopen (empty by default)."""
         return b""

@@ -450,6 +450,10 @@ def _greeting(url: EndpointURL, role: str) -> bytes:
         codec = cls.from_options(0, options)
     except (KeyError, ValueError):
         return b""  # endpoint_spec reports bad codec options before anything is opened
+    try:
+        codec.check_role(role)
+    except ValueError as exc:
+        raise ConfigError(str(exc), key=str(url)) from None
     greeting: bytes = codec.greeting(role)
     return greeting
 

@@ -314,3 +314,9 @@ def test_fileno_stays_answerable_while_down(pty: Pty) -> None:
         ep.recv()
     assert ep.fileno() == fd  # the loop unregisters what it registered
     ep.close()
+
+
+def test_edvs_output_without_a_command_table_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="commands="):
+        endpoint("serial:/dev/null?format=edvs", "out")
+    endpoint("serial:/dev/null?format=edvs&commands=0:E-", "out")  # fine: nothing opened
