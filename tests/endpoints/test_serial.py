@@ -9,6 +9,7 @@ import select
 import tty
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import serial
@@ -320,3 +321,41 @@ def test_edvs_output_without_a_command_table_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="commands="):
         endpoint("serial:/dev/null?format=edvs", "out")
     endpoint("serial:/dev/null?format=edvs&commands=0:E-", "out")  # fine: nothing opened
+
+
+def test_bridge_relays_a_board_and_keeps_other_inputs_going_through_an_unplug(
+    run_bridge: Any, peer: Any, tmp_path: Path
+) -> None:
+    from bridge.codecs.native import NativeCodec
+    from bridge.emulate import BoardEmulator
+    from bridge.frame import SpikeFrame
+    from bridge.testing import wait_for
+
+    link = tmp_path / "board"
+    board = BoardEmulator(link=link, rate=500, heartbeat_ms=0, neurons=64)
+    board.start()
+    try:
+        rb = run_bridge({
+            "input": [f"serial:{link}?format=board&neurons=64",
+                      "udp://127.0.0.1:0?format=native&neurons=64&offset=64"],
+            "output": [f"udp://127.0.0.1:{peer.port}?format=native&neurons=128"],
+        })
+        codec = NativeCodec(128)
+
+        def relayed() -> list[list[int]]:
+            return [codec.decode(d).ids.tolist() for d in peer.recv_all(quiet=0.15, limit=0.4)]
+
+        assert any(ids and max(ids) < 64 for ids in relayed())  # the board's own spikes
+        board.request_unplug()
+        stats = rb.bridge.stats
+        assert wait_for(lambda: stats.inputs[0].up == 0)
+        relayed()
+        for seq in range(3):  # the UDP input is not disturbed while the board is away
+            peer.send(rb.in_port(1), NativeCodec(64).encode(SpikeFrame.of([5], seq=seq))[0])
+        assert relayed() == [[69], [69], [69]]
+        board.request_replug()
+        assert wait_for(lambda: stats.serial_reconnects == 1 and stats.inputs[0].up == 1)
+        assert any(ids and max(ids) < 64 for ids in relayed())
+        assert stats.inputs[0].balanced() and stats.inputs[1].balanced()
+    finally:
+        board.stop()
