@@ -94,7 +94,11 @@ def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = 
 
 
 def parse_listen(text: str, key: str = "metrics.listen") -> tuple[str, int]:
-    """Parse ``HOST:PORT`` for a listening socket."""
+    """Parse ``HOST:PORT``, ``:PORT`` or ``PORT`` for a listening socket (host: 127.0.0.1)."""
+    if text.isdigit():
+        text = f":{text}"
+    if text.startswith(":"):
+        text = f"127.0.0.1{text}"
     try:
         return EndpointURL("udp", text).host_port()
     except ConfigError:

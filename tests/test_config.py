@@ -126,3 +126,12 @@ def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
         load_config(str(path))
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(str(tmp_path / "missing.toml"))
+
+
+@pytest.mark.parametrize(("text", "want"), [("9108", ("127.0.0.1", 9108)),
+                                            (":9108", ("127.0.0.1", 9108)),
+                                            ("0.0.0.0:9", ("0.0.0.0", 9))])
+def test_metrics_listen_defaults_to_loopback(text: str, want: tuple[str, int]) -> None:
+    from bridge.config import parse_listen
+
+    assert parse_listen(text) == want

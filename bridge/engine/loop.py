@@ -391,7 +391,9 @@ class Bridge:
         if not self._opened:
             raise RuntimeError("open() the bridge before run()")
         self._go_realtime()
-        sel = self._sel = selectors.DefaultSelector()
+        # select(2) takes its timeout in microseconds; epoll's is whole milliseconds, which
+        # Python rounds up, so every step would wake up to 1 ms late.
+        sel = self._sel = selectors.SelectSelector()
         sel.register(self._wake_r, selectors.EVENT_READ, None)
         for port in self.inputs:
             sel.register(port.ep.fileno(), selectors.EVENT_READ, port)
