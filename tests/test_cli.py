@@ -121,3 +121,18 @@ def test_demo_runs_and_balances_its_books() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "books balanced" in res.stderr
     assert "retina  received" in res.stdout and "motor   sent" in res.stdout
+
+
+def test_on_error_stop_exits_1(daemon: Any, tmp_path: Path) -> None:
+    mod = tmp_path / "crash.py"
+    mod.write_text("def step(ids):\n    raise RuntimeError('boom')\n")
+    pin = free_udp_port()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[bridge]\nprocessor = "python:{mod}:step"\non_error = "stop"\n'
+                   f'[[input]]\nurl = "udp://127.0.0.1:{pin}?format=native&neurons=4"\n')
+    d = daemon(str(cfg))
+    assert wait_for(lambda: "running" in _peek(d), timeout=10)
+    res = run("send", f"udp://127.0.0.1:{pin}?format=native&neurons=4", "--ids", "1")
+    assert res.returncode == 0
+    assert d.proc.wait(10) == 1
+    assert "RuntimeError: boom" in _peek(d) + (d.proc.stdout.read() if d.proc.stdout else "")

@@ -251,6 +251,9 @@ def run(
             log.exception("the loop failed")
             code = 1
         finally:
+            if code == 0 and bridge.failure is not None:
+                log.error("stopped: %s", bridge.failure)  # [bridge] on_error = "stop"
+                code = 1
             shutdown.begin("run over" if code == 0 else "loop failed")
             bridge.close()
         log.info("stopped: %s", StatusLine.totals(stats))
