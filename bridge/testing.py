@@ -63,7 +63,8 @@ class UdpPeer:
 class RunningBridge:
     """A Bridge opened and run on a background thread (tests only; the daemon uses main)."""
 
-    def __init__(self, cfg: BridgeConfig) -> None:
+    def __init__(self, cfg: BridgeConfig, on_reload: Callable[[], None] | None = None) -> None:
+        self.on_reload = on_reload
         self.bridge = Bridge(cfg)
         self.bridge.open()
         self.error: BaseException | None = None
@@ -72,7 +73,7 @@ class RunningBridge:
 
     def _run(self) -> None:
         try:
-            self.bridge.run()
+            self.bridge.run(on_reload=self.on_reload)
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 

@@ -366,6 +366,50 @@ class Bridge:
             return False
         return bool(port.codec.same_wire(out.codec))
 
+    def reconfigure(self, new: BridgeConfig) -> list[str]:
+        """Apply what can change while running; return what differs and needs a restart.
+
+        Runs in the loop thread (from ``on_reload``). Live: each input's allow-list, auth
+        keys and source filter, and ``max_age_ms`` and ``on_error``. Anything else that
+        differs (endpoints, populations, processor, mode, timing) is returned by name.
+        """
+        old = self.config
+        pending: list[str] = []
+        by_name = {s.name: s for s in new.inputs}
+        if [s.name for s in new.inputs] != [p.spec.name for p in self.inputs] or [
+                s.name for s in new.outputs] != [o.spec.name for o in self.outputs]:
+            pending.append("the set of endpoints")
+        for port in self.inputs:
+            spec = by_name.get(port.spec.name)
+            if spec is None:
+                continue
+            fixed = ("url.scheme", "url.target", "format", "neurons", "offset", "codec_options",
+                     "scheme_options")
+            if any(_attr(spec, f) != _attr(port.spec, f) for f in fixed):
+                pending.append(f"input {spec.name}")
+                continue
+            port.spec = spec
+            port.allow = spec.allow or None
+            port.allowed.clear()
+            port.source = spec.source
+            port.strict = bool(spec.keys)
+            port.codec = make_codec(spec)
+            port.max_age_ns = new.max_age_ns
+            port.checks = (spec.source is not None or bool(getattr(port.codec, "has_seq", True))
+                           or new.max_age_ns is not None)
+        for out, spec in zip(self.outputs, new.outputs, strict=False):
+            if spec != out.spec:
+                pending.append(f"output {spec.name}")
+        for key in ("node", "mode", "processor", "params", "dt_ns", "policy", "spin_ns",
+                    "miss_ns", "duration_ns", "repetitions", "queue_frames", "metrics"):
+            if getattr(new, key) != getattr(old, key):
+                pending.append(key)
+        from dataclasses import replace
+
+        self.config = replace(old, inputs=tuple(p.spec for p in self.inputs),
+                              max_age_ns=new.max_age_ns, on_error=new.on_error)
+        return pending
+
     # -- control, safe from signal handlers ---------------------------------------------------
 
     def request_stop(self) -> None:
@@ -797,6 +841,12 @@ class Bridge:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _attr(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 __all__ = ["Bridge", "InputPort", "OutputPort"]

@@ -132,8 +132,9 @@ class Reloader:
     """
 
     def __init__(self, cfg: BridgeConfig, heartbeat: Heartbeat, notifier: Notifier,
-                 clock: Clock, usec: int) -> None:
+                 clock: Clock, usec: int, bridge: Bridge | None = None) -> None:
         self.cfg = cfg
+        self._bridge = bridge
         self._heartbeat = heartbeat
         self._notifier = notifier
         self._clock = clock
@@ -160,9 +161,14 @@ class Reloader:
         self._heartbeat.watchdog = watchdog.policy(self._usec) if self._usec else None
         self.cfg = replace(old, sections=MappingProxyType({**old.sections, "watchdog": watchdog}))
         log.info("reload: applied [watchdog] %s", watchdog)
-        changed = [f.name for f in fields(BridgeConfig)
-                   if f.name not in ("sections", "source") and getattr(new, f.name) != getattr(
-                       old, f.name)]
+        if self._bridge is not None:
+            changed = self._bridge.reconfigure(new)
+            log.info("reload: applied allow-lists, auth keys, source filters, max_age_ms, "
+                     "on_error")
+        else:
+            changed = [f.name for f in fields(BridgeConfig)
+                       if f.name not in ("sections", "source") and getattr(new, f.name) != getattr(
+                           old, f.name)]
         changed += [f"[{name}]" for name in sorted(set(new.sections) | set(old.sections))
                     if name != "watchdog" and new.section(name) != old.section(name)]
         if changed:
@@ -238,7 +244,7 @@ def run(
             log.info("output %-10s %s", out.spec.name, out.ep.describe())
         shutdown = Shutdown(notifier)
         _install_signals(bridge, shutdown)
-        reloader = Reloader(cfg, heartbeat, notifier, clock, usec)
+        reloader = Reloader(cfg, heartbeat, notifier, clock, usec, bridge)
         log.info("running (%s)%s", _describe(cfg),
                  f"; watchdog ping every {usec / 2e6:g} s" if usec else "")
         code = 0

@@ -482,3 +482,41 @@ def test_realtime_settings_are_applied_by_the_loop_thread_and_refusals_counted(
     import sys
 
     assert sys.getswitchinterval() != 100e-6  # released at close
+
+
+def test_reload_applies_allow_lists_and_keys_and_names_the_rest(peers: Any,
+                                                                tmp_path: Path) -> None:
+    from bridge.config import build_config
+
+    tx, rx = peers(), peers()
+    key = tmp_path / "key"
+    key.write_text(KEY_A.hex() + "\n")
+    os.chmod(key, 0o600)
+    out = f"udp://127.0.0.1:{rx.port}?format=native&neurons=8"
+
+    def doc(allow: str, neurons: int = 8, extra: str = "") -> dict[str, Any]:
+        return {"bridge": {"node": 2},
+                "input": [f"udp://127.0.0.1:0?format=native&neurons={neurons}&allow={allow}"
+                          f"{extra}"], "output": [out]}
+
+    pending: list[list[str]] = []
+    new_cfg: list[Any] = []
+    rb = RunningBridge(build_config(doc("10.0.0.0/8")),
+                       on_reload=lambda: pending.append(rb.bridge.reconfigure(new_cfg[-1])))
+    try:
+        tx.send(rb.in_port(), native([1], seq=0))
+        assert rx.recv_all() == []
+        new_cfg.append(build_config(doc("127.0.0.0/8", extra=f"&key={key}")))
+        rb.bridge.request_reload()
+        assert wait_for(lambda: len(pending) == 1)
+        assert pending[0] == []
+        tx.send(rb.in_port(), native([2], seq=1))  # untagged: refused now
+        tx.send(rb.in_port(), native([3], seq=2, keys=(KEY_A,)))
+        assert [NativeCodec(8).decode(d).ids.tolist() for d in rx.recv_all()] == [[3]]
+        new_cfg.append(build_config({**doc("127.0.0.0/8", neurons=9),
+                                     "bridge": {"node": 3}}))
+        rb.bridge.request_reload()
+        assert wait_for(lambda: len(pending) == 2)
+        assert pending[1] == ["input in0", "node"]
+    finally:
+        rb.stop()
