@@ -58,7 +58,7 @@ class EdvsEmulator(Emulator):
         self.events_sent = 0     # events queued for the host
         self.events_dropped = 0  # events lost to a full FIFO (the sensor's own overflow)
         self.bursts: deque[int] = deque(maxlen=100_000)  # when each burst's first events went out
-        self._idle = True
+        self._burst = -1
         self._line = bytearray()
         self._reset_state(0)
 
@@ -122,7 +122,7 @@ class EdvsEmulator(Emulator):
         elif line in ("E+", "E-"):
             self.streaming = line == "E+"
             self._last_gen = now_ns
-            self._idle = True
+            self._burst = -1
         elif line.startswith("!ET"):
             self._ts_origin = now_ns
         elif line.startswith("!E") and line[2:].isdigit() and int(line[2:]) in self._formats:
@@ -145,31 +145,46 @@ class EdvsEmulator(Emulator):
 
     # -- device to host -------------------------------------------------------------------
 
-    def _active(self, now_ns: int) -> bool:
+    def _active_ns(self, t0_ns: int, t1_ns: int) -> int:
+        """Streaming time within [t0, t1): all of it, or the overlap with the bursts."""
         if not self.idle_ns:
-            return True
-        return (now_ns - self.started_ns) % (self.burst_ns + self.idle_ns) < self.burst_ns
+            return t1_ns - t0_ns
+        period, burst = self.burst_ns + self.idle_ns, self.burst_ns
+
+        def cumulative(t: int) -> int:
+            k, r = divmod(t - self.started_ns, period)
+            return k * burst + min(r, burst)
+
+        return cumulative(t1_ns) - cumulative(t0_ns)
+
+    def _burst_index(self, now_ns: int) -> int:
+        return (now_ns - self.started_ns) // (self.burst_ns + self.idle_ns) if self.idle_ns else 0
 
     def on_tick(self, now_ns: int) -> int:
-        """Generate the events due since the last tick at ``rate``."""
+        """Generate the events due since the last tick at ``rate`` (only inside bursts).
+
+        A late tick still produces every event of the streaming time it covers, so the
+        emulator's own scheduling delays never thin out a burst.
+        """
         if not self.streaming or not self.port.plugged or self.rate <= 0:
             self._last_gen = now_ns
             return MAX_SLEEP_NS
         elapsed = now_ns - self._last_gen
         if elapsed < TICK_NS:
             return TICK_NS - elapsed
-        if not self._active(now_ns):
+        active = self._active_ns(self._last_gen, now_ns)
+        if not active:
             self._last_gen = now_ns
             self._carry = 0.0
-            self._idle = True
             return TICK_NS
-        due = self.rate * elapsed / 1e9 + self._carry
+        due = self.rate * active / 1e9 + self._carry
         n = int(due)
         self._carry = due - n
         if n:
-            if self._idle:
+            burst = self._burst_index(now_ns)  # window k: burst [kP, kP+B), then silence
+            if burst != self._burst:
                 self.bursts.append(now_ns)
-                self._idle = False
+                self._burst = burst
             self._generate(n, self._last_gen, now_ns)
         self._last_gen = now_ns
         return TICK_NS

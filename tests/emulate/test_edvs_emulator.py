@@ -176,3 +176,17 @@ def test_threaded_unplug_and_replug_behind_link(
     while not link.exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert link.exists() and e.path != first and e.unplugs == 1
+
+
+def test_a_late_tick_still_produces_the_whole_burst(make: Any) -> None:
+    e = make(rate=10_000, pattern="blink", burst_ms=4, idle_ms=46)
+    e.plug(0)
+    e.on_host(b"!U0\nE+\n", 0)
+    e.fifo.clear()
+    e.on_tick(30 * MS)  # one tick, 26 ms late: it covers the 4 ms burst all the same
+    assert e.events_sent == 40 and list(e.bursts) == [30 * MS]
+    e.on_tick(49 * MS)  # silence
+    assert e.events_sent == 40
+    for t in range(50, 55):  # the next burst, on time
+        e.on_tick(t * MS)
+    assert e.events_sent == 80 and list(e.bursts) == [30 * MS, 51 * MS]
