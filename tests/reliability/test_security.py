@@ -8,6 +8,7 @@ back from their own metrics and from what reaches the next hop.
 from __future__ import annotations
 
 import ast
+import signal
 import socket
 import time
 import tomllib
@@ -148,6 +149,47 @@ def test_a_key_missing_from_the_file_locks_out_the_unrotated_peer(
     tx.close()
 
 
+def test_keys_rotate_on_a_running_daemon_with_sighup(service: Any, config: Any, keyfile: Any,
+                                                     peer: UdpPeer) -> None:
+    keys = keyfile(KEY_OLD)
+    daemon, port = relay(service, config, peer, f"key={keys}")
+    tx = sender("127.0.0.1")
+    seq = iter(range(1000))
+
+    def send(key: bytes, count: int = 5) -> None:
+        for _ in range(count):
+            tx.sendto(frame(next(seq), keys=(key,)), ("127.0.0.1", port))
+
+    def reload(*new: bytes, mode: int = 0o600) -> None:
+        t = time.monotonic()
+        keyfile(*new, mode=mode)
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert daemon.notify.wait_for("RELOADING=1", 5, after=t) is not None
+        assert daemon.notify.wait_for("READY=1", 5, after=t) is not None
+
+    def books() -> tuple[int, int]:
+        b = daemon.scrape().books("in0")
+        return b.accepted, b.dropped["bad_auth"]
+
+    send(KEY_OLD)
+    send(KEY_NEW)
+    assert wait_for(lambda: sum(books()) == 10) and books() == (5, 5)
+    reload(KEY_NEW, KEY_OLD)  # receivers first: both keys verify
+    send(KEY_NEW)
+    send(KEY_OLD)
+    assert wait_for(lambda: sum(books()) == 20) and books() == (15, 5)
+    reload(KEY_NEW)  # every sender has moved to the new key: retire the old one
+    send(KEY_OLD)
+    send(KEY_NEW)
+    assert wait_for(lambda: sum(books()) == 30) and books() == (20, 10)
+    reload(KEY_OTHER, mode=0o644)  # a reload with a readable key file keeps the running keys
+    send(KEY_NEW)
+    send(KEY_OTHER)
+    assert wait_for(lambda: sum(books()) == 40) and books() == (25, 15)
+    assert "chmod 600" in daemon.output() and daemon.alive()
+    tx.close()
+
+
 @pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644, 0o606, 0o620, 0o602, 0o610])
 def test_a_key_file_others_may_touch_is_refused(keyfile: Any, mode: int) -> None:
     path = keyfile(KEY_OLD, mode=mode)
@@ -255,12 +297,19 @@ def test_the_shipped_config_keeps_metrics_on_loopback() -> None:
 
 
 @pytest.mark.parametrize("value", ["9877", ":9877"])
-def test_a_metrics_port_without_a_host_is_refused_not_opened_wide(value: str) -> None:
+def test_a_metrics_port_without_a_host_listens_on_loopback(value: str) -> None:
     from bridge.service.daemon import parse_args
 
     cfg, problem, _ = parse_args(["--in", "udp://127.0.0.1:1?neurons=4", "--metrics", value])
-    assert cfg is None
-    assert problem is not None and "HOST:PORT" in problem
+    assert problem is None and cfg is not None
+    assert cfg.metrics.listen == ("127.0.0.1", 9877)
+
+
+def test_all_interfaces_must_be_asked_for_by_name() -> None:
+    cfg = build_config({"input": ["udp://127.0.0.1:1?neurons=4"],
+                        "metrics": {"listen": "0.0.0.0:9877"}})
+    assert cfg.metrics.listen == ("0.0.0.0", 9877)
+    assert build_config({"input": ["udp://127.0.0.1:1?neurons=4"]}).metrics.listen is None
 
 
 # -- config paths --------------------------------------------------------------------------------
