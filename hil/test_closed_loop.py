@@ -58,19 +58,18 @@ def test_edvs_brian2_board_loop(device: Any, daemon: Any, monitor: Any, tmp_path
     # that pixel's column once per burst.
     sensor_dev = device("edvs", rate=16_000, pattern="blink", burst_ms=4, idle_ms=46)
     board_dev = device("board", mode="echo", heartbeat_ms=100)
-    board = board_dev.emulator
-    assert isinstance(board, BoardEmulator)
+    sensor, board = sensor_dev.emulator, board_dev.emulator
     mon = monitor(COLUMNS)
     cfg = tmp_path / "loop.toml"
     edvs_url = sensor_dev.url(neurons=INPUTS, scale=8, polarity="merge")
     cfg.write_text(config(edvs_url, board_dev.path, mon.url))
     d = daemon(str(cfg), ready_timeout=120)
     mon.collect_for(3.0)
-    sensor = sensor_dev.emulator
     if isinstance(sensor, EdvsEmulator):
         stop_stream(sensor)
-    time.sleep(0.2)  # the last steps, the board's last echoes
-    settle(board)
+    time.sleep(0.2)  # the last steps, the board's last answers
+    if board is not None:
+        settle(board)
     mon.collect(quiet=0.4)
     m = d.metrics()
     assert d.alive(), d.output
@@ -83,16 +82,17 @@ def test_edvs_brian2_board_loop(device: Any, daemon: Any, monitor: Any, tmp_path
     back = spikes("received", "board_in")
     assert metric(m, "spikebridge_frames_dropped_total") == 0
     assert metric(m, "spikebridge_frames_lost_total", endpoint="board_in") == 0
-    if not isinstance(sensor, EdvsEmulator):
-        # A real sensor cannot be paused, so spikes are always in flight: every hop carried
-        # spikes, none was dropped; no burst times to measure latency against.
-        assert min(sensor_in, to_board, back, mon.spikes) > 0
+    assert mon.spikes == spikes("sent", "monitor") == to_board > 0
+    if not isinstance(sensor, EdvsEmulator) or not isinstance(board, BoardEmulator):
+        # Real hardware on one side: a real sensor cannot be paused (spikes are always in
+        # flight) and a real board's own counters are not visible. Every hop carried spikes,
+        # none was dropped or lost; latency needs both emulators' shared clock.
+        assert min(sensor_in, back) > 0
         return
     # Hop by hop, with the sensor stopped and everything drained: nothing lost or dropped.
     assert sensor_in == sensor.events_sent > 0
-    assert to_board == board.spikes_in > 0
+    assert to_board == board.spikes_in
     assert back == board.spikes_out == board.spikes_in
-    assert mon.spikes == spikes("sent", "monitor") == to_board
     # Latency: a burst's first events leave the sensor -> the network's answer reaches the
     # board (serial in, 1 ms steps, serial out). Both emulators share this process's clock.
     arrivals = [t for t, _ in board.arrivals]
