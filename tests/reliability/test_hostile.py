@@ -116,6 +116,8 @@ def run_attack(service: Any, config: Any, keyfile: Any, peer: UdpPeer, per_input
         good.update(tuple(int(x) + N * i for x in ids) for _, ids in goods)
     accepted_bad = sum(c["accepted"] for c in expect.values()) - len(FORMATS) * good_per_input
     assert all(len(c) >= 3 for c in expect.values()), expect  # several kinds of damage each
+    for name, c in expect.items():
+        print(f"{name}: {sum(c.values())} datagrams, {dict(c)}")
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     total = 0
     for k in range(max(len(v) for v in sent.values())):

@@ -106,6 +106,8 @@ def test_sigterm_under_full_load_exits_0_within_2_s_with_recording_and_post_run(
     assert end.frames == len(spikes)
     assert len(spikes) + end.dropped_frames == calls  # every step's output, written or counted
     assert all(r.frame.ids.tolist() == [1, 7, 50] for r in spikes[:100])
+    print(f"SIGTERM under load: exit {code} in {took:.2f} s; {calls} steps, {len(spikes)} "
+          f"recorded, {end.dropped_frames} recorder drops")
 
 
 def test_sigterm_completes_a_record_section_recording(service: Any, config: Any, tmp_path: Path,
@@ -154,6 +156,7 @@ def test_a_hung_user_function_stops_the_watchdog_pings(service: Any, config: Any
     silent = max_gap(pings, t_hang, t_hang + 1.5)
     assert silent >= 1.3, f"pings during the hang: {[round(p - t_hang, 2) for p in pings]}"
     assert silent > period
+    print(f"hung 1.5 s: no ping for {silent:.2f} s (WATCHDOG_USEC {WATCHDOG_USEC})")
     assert [p for p in pings if t_hang + 1.5 < p < t_hang + 2.3], "pings never resumed"
     assert "withholding watchdog pings: loop stalled" in daemon.output()
 
