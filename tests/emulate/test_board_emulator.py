@@ -31,6 +31,7 @@ from bridge.emulate.board import BoardEmulator
 from bridge.errors import DecodeError
 from bridge.frame import SpikeFrame
 
+pytestmark = pytest.mark.integration  # the board sits behind a real pty
 MS = 1_000_000
 
 
@@ -142,7 +143,6 @@ def test_spontaneous_rate_and_heartbeats_with_injected_time() -> None:
         b.stop()
 
 
-@pytest.mark.integration
 def test_cli_prints_the_path_and_counters(tmp_path: Path) -> None:
     link = tmp_path / "board"
     proc = subprocess.run(
