@@ -84,7 +84,9 @@ def parse_url(text: str) -> EndpointURL:
     if not target:
         raise ConfigError(f"{text!r} names no address, path or name\n{GRAMMAR}")
     params: dict[str, str] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+    # '+' stays a plus (device commands such as E+), not a space as in HTML forms.
+    for key, value in parse_qsl(query.replace("+", "%2B"), keep_blank_values=True,
+                                strict_parsing=False):
         if key in params:
             raise ConfigError(f"key {key!r} given twice in {text!r}")
         params[key] = value

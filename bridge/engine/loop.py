@@ -154,6 +154,7 @@ class InputPort:
         "ep",
         "generic",
         "index",
+        "logged",
         "max_age_ns",
         "neurons",
         "offset",
@@ -193,6 +194,7 @@ class InputPort:
         self.down = False
         self.overflow_seen = 0
         self.rec: int | None = None  # the recorder's slot when this input is recorded
+        self.logged: set[str] = set()  # drop reasons already logged once
         # Admission beyond decoding is needed only with a source filter, sequence numbers
         # or a staleness bound; the legacy relay path skips the call entirely.
         self.checks = (
@@ -234,6 +236,13 @@ class InputPort:
         if self.max_age_ns is not None and t_sent_ns and wall_ns - t_sent_ns > self.max_age_ns:
             return _STALE
         return -1
+
+    def note_drop(self, exc: DecodeError, addr: Any) -> None:
+        """Log the first drop of each reason here with its detail; later ones are only counted."""
+        self.logged.add(exc.reason)
+        sender = f" from {addr[0]}:{addr[1]}" if isinstance(addr, tuple) else ""
+        log.warning("input %s: dropped a frame%s: %s (further %s drops are counted, not "
+                    "logged)", self.spec.name, sender, exc, exc.reason)
 
     def account_overflow(self) -> None:
         """Book datagrams the kernel dropped as received and dropped (rcvbuf_overflow)."""
@@ -618,6 +627,8 @@ class Bridge:
                 source, seq, t_sent, n = frame.source, frame.seq, frame.t_sent_ns, len(frame.ids)
         except DecodeError as exc:
             st.drops[REASON_INDEX[exc.reason]] += 1
+            if exc.reason not in port.logged:
+                port.note_drop(exc, addr)
             return
         if port.checks:
             verdict = port.admit(source, seq, t_sent, wall)
@@ -649,7 +660,7 @@ class Bridge:
             return
         if chunk is None:
             return
-        codec.feed(bytes(chunk[0]))
+        codec.feed(bytes(chunk[0]), now)
         while True:
             try:
                 frame = codec.next_frame()
@@ -658,6 +669,8 @@ class Bridge:
                 st.drops[REASON_INDEX[exc.reason]] += 1
                 if exc.reason == "bad_crc":
                     self.stats.serial_crc_errors += 1
+                if exc.reason not in port.logged:
+                    port.note_drop(exc, None)
                 continue
             if frame is None:
                 break
@@ -774,6 +787,12 @@ class Bridge:
                 port.stats.lost = sum(t.lost for t in port.trackers.values())
                 port.stats.reordered = sum(t.reordered for t in port.trackers.values())
         for out in self.outputs:
+            pending = getattr(out.ep, "pending", None)
+            if pending is not None and not out.down and pending():
+                try:
+                    out.ep.flush()  # type: ignore[attr-defined]
+                except EndpointError as exc:
+                    out._lost(exc)
             reconnects += getattr(out.ep, "reconnects", 0)
             out.stats.up = 0 if out.down else 1
         self.stats.serial_reconnects = reconnects

@@ -44,3 +44,9 @@ def test_refused(text: str, words: str) -> None:
 def test_bad_port() -> None:
     with pytest.raises(ConfigError, match=r"0\.\.65535"):
         EndpointURL("udp", "h:70000").host_port()
+
+
+def test_plus_stays_a_plus() -> None:
+    url = parse_url("serial:loop://?format=edvs&commands=0:E+,1:!M+")
+    assert url.params["commands"] == "0:E+,1:!M+"
+    assert parse_url(str(url)) == url

@@ -192,8 +192,9 @@ class TestRelayBackToBack:
         rb.stop()
         assert books(st)
 
-    def test_garbage_flood_does_not_stop_good_frames(self, transport: Transport,
-                                                     run_bridge: Any) -> None:
+    def test_garbage_flood_does_not_stop_good_frames(
+            self, transport: Transport, run_bridge: Any,
+            caplog: pytest.LogCaptureFixture) -> None:
         sep_in = "&" if "?" in transport.input_url() else "?"
         sep_out = "&" if "?" in transport.output_url() else "?"
         rb = run_bridge({"input": [f"{transport.input_url()}{sep_in}format=native&neurons=64"],
@@ -220,6 +221,10 @@ class TestRelayBackToBack:
         assert st.accepted == good
         assert sum(st.drops) == bad
         assert books(st)
+        # the first drop of each reason is logged with its detail, the rest only counted
+        logged = [r for r in caplog.records if "dropped a frame" in r.getMessage()]
+        reasons = {r for r, n in st.drops_by_reason().items() if n}
+        assert len(logged) == len(reasons)
 
 
 class TestFanInFanOut:
