@@ -128,6 +128,8 @@ class Figures:
     probes_sent: int = 0
     probes_delivered: int = 0
     recovery_s: float = float("inf")
+    probe_delay_first_s: float = float("nan")
+    probe_delay_max_s: float = float("nan")
     exit_code: int | None = None
     exit_s: float = 0.0
     verdicts: dict[str, bool] = field(default_factory=dict)
@@ -212,6 +214,10 @@ def run(args: argparse.Namespace, log_dir: Path) -> Figures:
             fig.recovery_s = 0.0
         elif missing[-1] < len(sent_at) - 1:
             fig.recovery_s = sent_at[missing[-1] + 1] - t_stop
+        delays = [sink.probes[i] - t for i, t in enumerate(sent_at) if i in sink.probes]
+        if delays:
+            fig.probe_delay_first_s = delays[0]
+            fig.probe_delay_max_s = max(delays)
         fig.pings = len(daemon.notify.times("WATCHDOG=1"))
         ready = daemon.notify.times("READY=1")[0]
         fig.max_ping_gap_s = max_gap(daemon.notify.times("WATCHDOG=1"), max(ready, t_load),
@@ -269,7 +275,8 @@ def report(fig: Figures) -> None:
     print(f"  RSS {fig.rss_start / 1e6:.1f} MB -> {fig.rss_end / 1e6:.1f} MB "
           f"(+{(fig.rss_end - fig.rss_start) / 1e6:.2f} MB, peak {fig.rss_peak / 1e6:.1f} MB)")
     print(f"  probes after the load: {fig.probes_delivered}/{fig.probes_sent} delivered; full "
-          f"delivery {fig.recovery_s:.3f} s after the load stopped")
+          f"delivery {fig.recovery_s:.3f} s after the load stopped; probe delay first "
+          f"{fig.probe_delay_first_s * 1e3:.2f} ms, max {fig.probe_delay_max_s * 1e3:.2f} ms")
     print(f"  SIGTERM: exit {fig.exit_code} in {fig.exit_s:.2f} s\n")
     for what, ok in fig.verdicts.items():
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
