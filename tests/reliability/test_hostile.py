@@ -9,8 +9,10 @@ must come out of the output, and the books must balance.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +23,7 @@ import numpy as np
 import pytest
 
 from bridge.bench.fuzz import mutate
+from bridge.bench.overload import kernel_drops
 from bridge.bench.probe import ServiceProcess
 from bridge.codecs.native import NativeCodec
 from bridge.config import build_config
@@ -118,6 +121,17 @@ def run_attack(service: Any, config: Any, keyfile: Any, peer: UdpPeer, per_input
     assert all(len(c) >= 3 for c in expect.values()), expect  # several kinds of damage each
     for name, c in expect.items():
         print(f"{name}: {sum(c.values())} datagrams, {dict(c)}")
+    collected: list[bytes] = []
+    done = threading.Event()
+
+    def collect() -> None:  # read the output while it flows: the peer's buffer is finite
+        peer.sock.settimeout(0.1)
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                collected.append(peer.sock.recv(65536))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     total = 0
     for k in range(max(len(v) for v in sent.values())):
@@ -142,7 +156,13 @@ def run_attack(service: Any, config: Any, keyfile: Any, peer: UdpPeer, per_input
         got["accepted"] = books.accepted
         assert got == expect[name], f"{name}: daemon {dict(got)} vs prediction {dict(expect[name])}"
     out = NativeCodec(N * len(FORMATS))
-    arrived = [out.decode(d) for d in peer.recv_all(quiet=0.5, limit=20)]
+    assert wait_for(lambda: len(collected) >= m.get("spikebridge_frames_sent_total",
+                                                    endpoint="out0"), 10, 0.05)
+    time.sleep(0.3)
+    done.set()
+    reader.join()
+    assert kernel_drops(peer.sock) == 0
+    arrived = [out.decode(d) for d in collected]
     assert len(arrived) == len(FORMATS) * good_per_input + accepted_bad
     missing = good - Counter(tuple(np.sort(f.ids).tolist()) for f in arrived)
     assert not missing, f"good frames that never came out: {list(missing)[:5]}"
