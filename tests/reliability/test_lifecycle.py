@@ -153,11 +153,13 @@ def test_a_hung_user_function_stops_the_watchdog_pings(service: Any, config: Any
     period = WATCHDOG_USEC / 1e6
     assert max_gap(pings, ready + period, t_hang) <= 0.6 * period  # healthy: every period/2
     # Hung for 1.5 s: no ping for longer than the watchdog period, so systemd would step in.
-    silent = max_gap(pings, t_hang, t_hang + 1.5)
-    assert silent >= 1.3, f"pings during the hang: {[round(p - t_hang, 2) for p in pings]}"
-    assert silent > period
+    last = max(p for p in pings if p < t_hang)
+    after = [p for p in pings if p > t_hang]
+    assert after, "pings never resumed"
+    silent = after[0] - last
+    assert silent >= 1.5 and silent > period, f"pings: {[round(p - t_hang, 2) for p in pings]}"
+    assert after[0] < t_hang + 1.5 + period  # and they resumed as soon as it returned
     print(f"hung 1.5 s: no ping for {silent:.2f} s (WATCHDOG_USEC {WATCHDOG_USEC})")
-    assert [p for p in pings if t_hang + 1.5 < p < t_hang + 2.3], "pings never resumed"
     assert "withholding watchdog pings: loop stalled" in daemon.output()
 
 

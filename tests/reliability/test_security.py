@@ -315,6 +315,7 @@ def test_all_interfaces_must_be_asked_for_by_name() -> None:
 # -- config paths --------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pyparsing, under brian2
 def test_every_path_in_a_config_is_checked_before_anything_starts(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError, match="cannot read config") as err:
