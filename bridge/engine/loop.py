@@ -228,7 +228,9 @@ class InputPort:
             tracker = self.trackers.get(source)
             if tracker is None:
                 if len(self.trackers) >= MAX_SOURCES:
-                    return _UNKNOWN_SOURCE
+                    # Forget the oldest source rather than refuse new ones: a flood of spoofed
+                    # sources must not lock out a real newcomer.
+                    del self.trackers[next(iter(self.trackers))]
                 tracker = self.trackers[source] = SeqTracker(self.seq_bits)
             verdict = tracker.check(seq, t_sent_ns, self.strict)
             if verdict != ACCEPT:
@@ -577,7 +579,7 @@ class Bridge:
         now = self.clock.monotonic_ns()
         pacer.start(now)
         # A finite run is a number of steps (duration / dt), not a wall-clock time.
-        last_step = None if end is None else max(1, (end - now) // cfg.dt_ns)
+        last_step = None if end is None else max(1, round((cfg.duration_ns or 0) / cfg.dt_ns))
         while not self._stop:
             if last_step is not None and pacer.elapsed_steps() >= last_step:
                 return

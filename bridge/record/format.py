@@ -240,6 +240,8 @@ def decode_header(data: bytes | bytearray | memoryview) -> tuple[Header, int] | 
         meta = json.loads(bytes(data[_HEAD.size : size - _CRC.size]))
     except ValueError as exc:
         raise RecordingError(f"header metadata is not JSON: {exc}") from None
+    except RecursionError:
+        raise RecordingError("header metadata is nested too deeply (damaged or hostile)") from None
     if not isinstance(meta, dict):
         raise RecordingError("header metadata is not a JSON object")
     return header_from_meta(meta, version), size

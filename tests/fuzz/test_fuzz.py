@@ -155,9 +155,6 @@ def test_mutations_stay_within_the_length_limit() -> None:
 # -- a finding -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="record/format.py decode_header lets json.loads' RecursionError out "
-                          "for deeply nested metadata; it should be a RecordingError")
 def test_deeply_nested_header_metadata_is_a_recording_error() -> None:
     from bridge.record import format as sbr
 

@@ -116,8 +116,6 @@ def test_udp_spikes_fire_in_the_next_step_and_come_back(tmp_path: Path, daemon: 
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason="the engine derives a finite run's step count from the "
-                   "wall clock at its start and runs one step short (29 of 30)")
 def test_repetitions_run_duration_over_dt_steps_each_then_exit(tmp_path: Path) -> None:
     import subprocess
 

@@ -182,9 +182,6 @@ def test_a_long_hostile_flood(service: Any, config: Any, keyfile: Any, peer: Udp
                good_per_input=max(100, int(2_500 * budget)), seed=11)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine/loop.py InputPort.admit refuses every new source once MAX_SOURCES trackers exist, "
-    "so spoofed sources lock out a legitimate newcomer; it should evict the oldest tracker"))
 def test_spoofed_sources_do_not_lock_out_a_new_peer(run_bridge: Any, peers: Any) -> None:
     from bridge.engine.loop import MAX_SOURCES
 
