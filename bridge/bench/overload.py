@@ -306,3 +306,7 @@ def main(argv: Sequence[str]) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(asdict(fig), indent=2))
     return 0 if all(fig.verdicts.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
