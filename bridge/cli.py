@@ -57,16 +57,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in ("-V", "--version"):
         print(f"spikebridge {__version__}")
         return 0
-    name, rest = args[0], args[1:]
-    entry = COMMANDS.get(name)
-    if entry is None:
-        print(f"spikebridge: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    if args[0] not in COMMANDS:
+        print(f"spikebridge: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module, _, func = entry[0].partition(":")
+    return dispatch("spikebridge", COMMANDS, args)
+
+
+def dispatch(prog: str, table: dict[str, tuple[str, str]], args: Sequence[str]) -> int:
+    """Import ``table[args[0]]`` ("module:function") and call it with the remaining args."""
+    name = args[0]
+    module, _, func = table[name][0].partition(":")
     try:
         target = getattr(importlib.import_module(module), func)
     except ImportError as exc:
-        print(f"spikebridge {name}: not available in this installation: {exc}", file=sys.stderr)
+        print(f"{prog} {name}: not available in this installation: {exc}", file=sys.stderr)
         return 1
-    code: int = target(rest)
+    code: int = target(list(args[1:]))
     return code

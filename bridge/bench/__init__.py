@@ -5,7 +5,6 @@ Benchmarks, not tests: they time real processes on this machine and never assert
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 
@@ -26,16 +25,10 @@ def main(argv: Sequence[str]) -> int:
         for name, (_, text) in BENCHES.items():
             print(f"  {name:<8} {text}")
         return 0 if args else 2
-    entry = BENCHES.get(args[0])
-    if entry is None:
+    if args[0] not in BENCHES:
         print(f"spikebridge bench: unknown benchmark {args[0]!r}; "
               f"choose from {', '.join(BENCHES)}", file=sys.stderr)
         return 2
-    module, _, func = entry[0].partition(":")
-    try:
-        target = getattr(importlib.import_module(module), func)
-    except ImportError as exc:
-        print(f"spikebridge bench {args[0]}: not available: {exc}", file=sys.stderr)
-        return 1
-    code: int = target(args[1:])
-    return code
+    from bridge.cli import dispatch
+
+    return dispatch("spikebridge bench", BENCHES, args)

@@ -33,6 +33,20 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), got {text!r}")
 
 
+def parse_options(options: Mapping[str, Option], given: Mapping[str, str]) -> dict[str, Any]:
+    """Parse URL option strings against ``options``; KeyError names an unknown key."""
+    kwargs: dict[str, Any] = {}
+    for name, text in given.items():
+        spec = options.get(name)
+        if spec is None:
+            raise KeyError(name)
+        try:
+            kwargs[name] = spec.parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}={text!r}: {exc}") from None
+    return kwargs
+
+
 class Codec(ABC):
     """A datagram codec for one endpoint: ``decode`` one datagram, ``encode`` one frame.
 
@@ -56,15 +70,7 @@ class Codec(ABC):
         cls, neurons: int, options: Mapping[str, str], *, keys: tuple[bytes, ...] = ()
     ) -> Codec:
         """Build from URL query strings: KeyError (unknown option), ValueError (bad value)."""
-        kwargs: dict[str, Any] = {}
-        for name, text in options.items():
-            spec = cls.OPTIONS.get(name)
-            if spec is None:
-                raise KeyError(name)
-            try:
-                kwargs[name] = spec.parse(text)
-            except ValueError as exc:
-                raise ValueError(f"{name}={text!r}: {exc}") from None
+        kwargs = parse_options(cls.OPTIONS, options)
         if keys:
             kwargs["keys"] = keys
         return cls(neurons, **kwargs)

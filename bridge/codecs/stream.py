@@ -13,22 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from bridge.codecs.base import Option
+from bridge.codecs.base import Option, parse_options
 from bridge.frame import SpikeFrame
 
-
-def parse_options(options: Mapping[str, Option], given: Mapping[str, str]) -> dict[str, Any]:
-    """Parse URL option strings against ``options``; KeyError names an unknown key."""
-    kwargs: dict[str, Any] = {}
-    for name, text in given.items():
-        spec = options.get(name)
-        if spec is None:
-            raise KeyError(name)
-        try:
-            kwargs[name] = spec.parse(text)
-        except ValueError as exc:
-            raise ValueError(f"{name}={text!r}: {exc}") from None
-    return kwargs
+__all__ = ["StreamCodec", "parse_options"]
 
 
 class StreamCodec(ABC):

@@ -6,11 +6,27 @@ Each is a thin ``main(argv) -> int``; the logic they drive lives in the library 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention)."""
+
+
+class StopFlag:
+    """Set by SIGINT or SIGTERM, for tools that loop until the user stops them."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, _sig: int, _frame: object) -> None:
+        self.set = True
+
+    def __bool__(self) -> bool:
+        return self.set
 
 
 def error(prog: str, message: str) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import selectors
-import signal
 import sys
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any
 from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
 from bridge.errors import ConfigError, DecodeError, EndpointError
 from bridge.frame import SpikeFrame
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, StopFlag, error
 
 
 def _frames(codec: Any, stream: bool, data: Any) -> tuple[list[SpikeFrame], list[str]]:
@@ -62,14 +61,7 @@ def main(argv: Sequence[str]) -> int:
         ep = open_endpoint(spec)
     except (ConfigError, EndpointError) as exc:
         return error(prog, str(exc))
-    stop = False
-
-    def on_signal(_sig: int, _frm: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopFlag()
     print(f"listening on {ep.describe()}", file=sys.stderr, flush=True)
     sel = selectors.DefaultSelector()
     sel.register(ep.fileno(), selectors.EVENT_READ)
@@ -89,7 +81,7 @@ def main(argv: Sequence[str]) -> int:
                     got = ep.recv()
                 except EndpointError as exc:
                     print(f"{prog}: {exc}", file=sys.stderr)
-                    stop = True
+                    stop.set = True
                     break
                 if got is None:
                     break

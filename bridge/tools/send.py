@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ import numpy as np
 from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
 from bridge.errors import ConfigError, EndpointError
 from bridge.frame import SpikeFrame
-from bridge.tools import ArgumentParser, error, parse_ids
+from bridge.tools import ArgumentParser, StopFlag, error, parse_ids
 
 
 def main(argv: Sequence[str]) -> int:
@@ -45,14 +44,7 @@ def main(argv: Sequence[str]) -> int:
         ep = open_endpoint(spec)
     except (ConfigError, EndpointError) as exc:
         return error(prog, str(exc))
-    stop = False
-
-    def on_signal(_sig: int, _frm: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stop = StopFlag()
     arr = np.asarray(ids, dtype=np.uint32)
     period = 1e9 / args.rate if args.rate else 0.0
     start = time.monotonic_ns()
