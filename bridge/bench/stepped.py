@@ -477,6 +477,8 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--capacity-seconds", type=float, default=2.0,
                         help="simulated seconds per capacity probe (default 2)")
     parser.add_argument("--capacity-start", type=int, default=8000)
+    parser.add_argument("--capacity-tries", type=int, default=2,
+                        help="attempts per capacity probe; it holds if any attempt does (2)")
     parser.add_argument("--cache-dir", default=None, help="Brian2 code cache (default: the "
                         "daemon's default cache)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -555,15 +557,19 @@ def main(argv: Sequence[str]) -> int:
             print(f"\ncapacity: largest CUBA (100 synapses/neuron) holding real time, dt "
                   f"{dt_ms} ms, {secs:g} s probes", flush=True)
 
-            def bare(n: int) -> bool:
-                ok, why = bare_holds(cache_dir, n, 100, dt_ms, secs, args.priority, cpu)
-                print(f"  bare   n={n:7d}  {'holds' if ok else 'falls behind'}: {why}", flush=True)
-                return ok
+            def probe(name: str, holds: Callable[..., tuple[bool, str]]) -> Callable[[int], bool]:
+                def attempt(n: int) -> bool:
+                    # Best of --capacity-tries: other work on a shared machine only slows a run.
+                    for _ in range(args.capacity_tries):
+                        ok, why = holds(cache_dir, n, 100, dt_ms, secs, args.priority, cpu)
+                        print(f"  {name:6} n={n:7d}  {'holds' if ok else 'falls behind'}: {why}",
+                              flush=True)
+                        if ok:
+                            return True
+                    return False
+                return attempt
 
-            def bridged(n: int) -> bool:
-                ok, why = bridge_holds(cache_dir, n, 100, dt_ms, secs, args.priority, cpu)
-                print(f"  bridge n={n:7d}  {'holds' if ok else 'falls behind'}: {why}", flush=True)
-                return ok
+            bare, bridged = probe("bare", bare_holds), probe("bridge", bridge_holds)
 
             bare_cap = largest_holding(bare, args.capacity_start)
             if bare_cap and bridged(bare_cap):
