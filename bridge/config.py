@@ -7,6 +7,7 @@ a device or a file other than the config and key files it is asked to read.
 from __future__ import annotations
 
 import importlib
+import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -278,8 +279,22 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
     )
 
 
+def _resolve_processor(spec: str, base: str) -> str:
+    """Make a ``python:FILE.py:FN`` or ``brian2:FILE.py`` path relative to ``base``."""
+    kind, sep, arg = spec.partition(":")
+    if kind == "brian2" and arg:
+        path, colon, builder = arg.partition(":")
+        if not os.path.isabs(path):
+            return f"brian2:{os.path.join(base, path)}{colon}{builder}"
+    if kind == "python" and sep:
+        module, colon, func = arg.rpartition(":")
+        if module.endswith(".py") and not os.path.isabs(module):
+            return f"python:{os.path.join(base, module)}{colon}{func}"
+    return spec
+
+
 def load_config(path: str) -> BridgeConfig:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file (processor files relative to its directory)."""
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
@@ -287,6 +302,11 @@ def load_config(path: str) -> BridgeConfig:
         raise ConfigError(f"cannot read config: {exc.strerror}", key=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", key=path) from None
+    bridge = doc.get("bridge")
+    if isinstance(bridge, dict) and isinstance(bridge.get("processor"), str):
+        base = os.path.dirname(os.path.abspath(path))
+        doc = {**doc, "bridge": {**bridge,
+                                 "processor": _resolve_processor(bridge["processor"], base)}}
     return build_config(doc, source=path)
 
 

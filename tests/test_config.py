@@ -135,3 +135,18 @@ def test_metrics_listen_defaults_to_loopback(text: str, want: tuple[str, int]) -
     from bridge.config import parse_listen
 
     assert parse_listen(text) == want
+
+
+def test_processor_files_resolve_against_the_config_directory(tmp_path: Path) -> None:
+    sub = tmp_path / "lab"
+    sub.mkdir()
+    (sub / "c.toml").write_text('[bridge]\nprocessor = "python:nets/f.py:step"\n'
+                                '[[input]]\nurl = "udp://127.0.0.1:1?neurons=4"\n')
+    cfg = load_config(str(sub / "c.toml"))
+    assert cfg.processor == f"python:{sub}/nets/f.py:step"
+    (sub / "d.toml").write_text('[bridge]\nprocessor = "brian2:net.py:build"\n'
+                                '[[input]]\nurl = "udp://127.0.0.1:1?neurons=4"\n')
+    assert load_config(str(sub / "d.toml")).processor == f"brian2:{sub}/net.py:build"
+    (sub / "e.toml").write_text('[bridge]\nprocessor = "python:mypkg.mod:step"\n'
+                                '[[input]]\nurl = "udp://127.0.0.1:1?neurons=4"\n')
+    assert load_config(str(sub / "e.toml")).processor == "python:mypkg.mod:step"

@@ -28,7 +28,7 @@ def ids(*values: int) -> np.ndarray:
 @pytest.mark.parametrize("name", ["cuba.toml", "reflex.toml"])
 def test_example_configs_validate(name: str) -> None:
     cfg = load_config(str(EXAMPLES / name))
-    assert cfg.mode == "stepped" and cfg.processor.startswith("brian2:examples/")
+    assert cfg.mode == "stepped" and cfg.processor.startswith(f"brian2:{EXAMPLES}/")
     assert (EXAMPLES.parent / cfg.processor.partition(":")[2]).is_file()
 
 

@@ -286,6 +286,7 @@ class Bridge:
         self._opened = False
         self._closed = False
         self.failure: str | None = None  # why the loop stopped itself (the exit is then 1)
+        self._completed = False  # a finite stepped run simulated its whole duration
         self.realtime: Any = None
 
     # -- set-up -----------------------------------------------------------------------------
@@ -458,6 +459,7 @@ class Bridge:
         try:
             for rep in range(self.config.repetitions):
                 if rep:
+                    self._completed = False
                     self._post_run()
                     assert self.processor is not None
                     self.processor.begin_run()
@@ -582,6 +584,7 @@ class Bridge:
         last_step = None if end is None else max(1, round((cfg.duration_ns or 0) / cfg.dt_ns))
         while not self._stop:
             if last_step is not None and pacer.elapsed_steps() >= last_step:
+                self._completed = True
                 return
             due = pacer.due(now)
             if due is None:
@@ -815,7 +818,16 @@ class Bridge:
                     self._read_datagrams(port, now, wall)
                 port.account_overflow()
         if self.stepped and self._pending:
-            self._step(self.clock.monotonic_ns())
+            if self._completed:
+                # The run already simulated its full duration: frames that came after its
+                # last step are too late for it, and are counted so.
+                for port, ids, _ in self._pending:
+                    port.stats.accepted -= 1
+                    port.stats.spikes -= len(ids)
+                    port.stats.drops[_STALE] += 1
+                self._pending.clear()
+            else:
+                self._step(self.clock.monotonic_ns())
 
     def _post_run(self) -> None:
         if self.processor is not None:
