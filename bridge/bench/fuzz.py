@@ -51,8 +51,6 @@ TARGETS: dict[str, str] = {
 FULL_RUNS = 1_000_000  # the per-decoder figure the reliability docs promise
 KEY_A = bytes(range(32))
 KEY_B = bytes(range(100, 132))
-
-
 ARGV0 = "SPIKEBRIDGE_FUZZ_ARGV0"  # the command libFuzzer re-runs for a merge
 
 
@@ -556,6 +554,7 @@ class FuzzResult:
     coverage: str = ""
     ok: bool = False
     detail: str = ""
+    work: Path | None = None  # atheris: the inputs found in this run (merged, then removed)
 
 
 _DONE = re.compile(r"Done (\d+) runs in (\d+) second")
@@ -650,7 +649,7 @@ def run_atheris(name: str, runs: int, seconds: float, corpus: Path, artifacts: P
     if not res.ok:
         tail = "\n".join(log.strip().splitlines()[-25:])
         res.detail = f"exit {proc.returncode}:\n{tail}"
-    res.work = work  # type: ignore[attr-defined]
+    res.work = work
     return res
 
 
@@ -755,7 +754,7 @@ def main(argv: Sequence[str]) -> int:
         if not res.ok:
             failed += 1
             print(res.detail, file=sys.stderr)
-        work = getattr(res, "work", None)
+        work = res.work
         if work is not None:
             if args.update_corpus and res.ok:
                 added = merge_corpus(name, work, corpus)
