@@ -349,6 +349,7 @@ class Bridge:
         except OSError as exc:
             raise EndpointError(f"cannot record to {settings.path}: {exc}") from None
         self.recorder = rec
+        self.stats.recorder = rec
 
     def _plan(self, in_spans: list[Span]) -> None:
         self._identity = type(self.processor).__name__ == "RelayProcessor"

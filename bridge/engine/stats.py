@@ -7,6 +7,7 @@ these objects at scrape time; a torn read of a counter that is being incremented
 from __future__ import annotations
 
 from bisect import bisect_left
+from typing import Any
 
 from bridge.errors import DROP_REASONS, REASON_INDEX
 
@@ -121,6 +122,7 @@ class BridgeStats:
         "processor_errors",
         "realtime_factor",
         "realtime_refused",
+        "recorder",
         "serial_crc_errors",
         "serial_reconnects",
         "started_ns",
@@ -143,6 +145,7 @@ class BridgeStats:
         self.deadline_misses = 0
         self.realtime_factor = 0.0
         self.realtime_refused: dict[str, int] = {}  # setting -> 1 when asked for and refused
+        self.recorder: Any = None  # the daemon's Recorder when [record] is on (plain counters)
         self.processor_errors = 0
         self.watchdog_pings = 0
         self.watchdog_usec = 0      # the service manager's watchdog timeout; 0 when none

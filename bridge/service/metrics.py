@@ -127,6 +127,26 @@ class BridgeCollector:
             "one_way_latency_seconds", "Peer send time to arrival, from native frame timestamps.",
             [((e.name,), e.one_way) for e in inputs], ["endpoint"])
 
+        rec = st.recorder
+        if rec is not None:
+            for name, doc, value in (
+                ("record_frames", "Frames written to the recording.", rec.frames_written),
+                ("record_bytes", "Bytes written to the recording.", rec.bytes_written),
+                ("record_files", "Recording files opened (rotation).", rec.files),
+                ("record_write_errors", "Failed writes to the recording.", rec.write_errors),
+            ):
+                yield CounterMetricFamily(PREFIX + name, doc, value=value)
+            lost = CounterMetricFamily(
+                PREFIX + "record_dropped_frames",
+                "Frames not recorded: overflow (the writer fell behind) or not_written "
+                "(disk full or write error).", labels=["reason"])
+            lost.add_metric(["overflow"], rec.dropped_frames)
+            lost.add_metric(["not_written"], rec.lost_frames)
+            yield lost
+            yield GaugeMetricFamily(PREFIX + "record_paused",
+                                    "1 while recording is paused (disk full, write error).",
+                                    value=int(rec.paused is not None))
+
         refused = GaugeMetricFamily(
             PREFIX + "realtime_refused",
             "1 when a [realtime] setting was asked for and refused by the system, else 0.",

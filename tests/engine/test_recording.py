@@ -61,3 +61,23 @@ def test_daemon_records_inputs_and_outputs(daemon: Any, tmp_path: Path) -> None:
         assert per_frame[-3:] == sent
     rx.close()
     tx.close()
+
+
+def test_recording_counters_are_exported(run_bridge: Any, peers: Any, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from bridge.service import metrics
+
+    tx, rx = peers(), peers()
+    rb = run_bridge({"input": ["udp://127.0.0.1:0?format=native&neurons=8"],
+                     "output": [f"udp://127.0.0.1:{rx.port}?format=native&neurons=8"],
+                     "record": {"path": str(tmp_path / "r.sbr")}})
+    tx.send(rb.in_port(), NativeCodec(8).encode(SpikeFrame.of([1], seq=0, t_sent_ns=1))[0])
+    assert rx.recv_all()
+    rb.stop()  # close() writes what is queued
+    registry = CollectorRegistry()
+    metrics.register(rb.bridge.stats, registry)
+    text = generate_latest(registry).decode()
+    assert "spikebridge_record_frames_total 2.0" in text  # the input frame and the output frame
+    assert 'spikebridge_record_dropped_frames_total{reason="overflow"} 0.0' in text
+    assert "spikebridge_record_paused 0.0" in text
