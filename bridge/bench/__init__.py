@@ -14,6 +14,9 @@ BENCHES: dict[str, tuple[str, str]] = {
     "serial": ("bridge.bench.serial:main", "eDVS line-rate stream through the daemon"),
     "replay": ("bridge.bench.replay:main", "replay timing error and drift"),
     "scrape": ("bridge.bench.scrape:main", "step lateness with and without metric scrapes"),
+    "overload": ("bridge.bench.overload:main", "2x the relay's throughput for a while: books, "
+                 "memory, watchdog, recovery"),
+    "fuzz": ("bridge.bench.fuzz:main", "coverage-guided fuzzing of every decoder (atheris)"),
 }
 
 
