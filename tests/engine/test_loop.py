@@ -40,6 +40,20 @@ def books(st: Any) -> bool:
     return bool(st.frames == st.accepted + sum(st.drops))
 
 
+def drain_endpoint(ep: Any, quiet: float = 0.3) -> list[bytes]:
+    """Every datagram an input endpoint receives until ``quiet`` seconds pass with none."""
+    out: list[bytes] = []
+    last = time.monotonic()
+    while time.monotonic() - last < quiet:
+        got = ep.recv()
+        if got is None:
+            time.sleep(0.01)
+            continue
+        out.append(bytes(got[0]))
+        last = time.monotonic()
+    return out
+
+
 class Transport:
     """How a test reaches a bridge's input and reads its output, for one kind of endpoint."""
 
@@ -108,16 +122,7 @@ class McastTransport(Transport):
         assert self.tx.send(data)
 
     def recv_all(self) -> list[bytes]:
-        out: list[bytes] = []
-        quiet = time.monotonic()
-        while time.monotonic() - quiet < 0.3:
-            got = self.rx.recv()
-            if got is None:
-                time.sleep(0.01)
-                continue
-            out.append(bytes(got[0]))
-            quiet = time.monotonic()
-        return out
+        return drain_endpoint(self.rx)
 
     def close(self) -> None:
         self.tx.close()
@@ -147,16 +152,7 @@ class LoopTransport(Transport):
     def recv_all(self) -> list[bytes]:
         if self.rx is None:
             self.rx = open_endpoint(endpoint_spec(f"loop://{self.out_name}?neurons=1", "in"))
-        out: list[bytes] = []
-        quiet = time.monotonic()
-        while time.monotonic() - quiet < 0.3:
-            got = self.rx.recv()
-            if got is None:
-                time.sleep(0.01)
-                continue
-            out.append(bytes(got[0]))
-            quiet = time.monotonic()
-        return out
+        return drain_endpoint(self.rx)
 
 
 TRANSPORTS: dict[str, Callable[[], Transport]] = {
