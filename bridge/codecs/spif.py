@@ -9,12 +9,12 @@ and golden vectors are in docs/wire-formats.md (section "spif").
 from __future__ import annotations
 
 import struct
-from itertools import permutations
 from typing import ClassVar
 
 import numpy as np
 
 from bridge.codecs.base import Codec, Option, parse_bool
+from bridge.codecs.geometry import GEOMETRY_OPTIONS, LAYOUTS, Geometry
 from bridge.errors import DecodeError
 from bridge.frame import NO_SEQ, SpikeFrame
 
@@ -26,11 +26,7 @@ MAX_SIDE = COORD_MASK + 1
 DEFAULT_MTU = 1024  # spiffer reads 256 words per recv(); a longer datagram would be cut
 UDP_MAX_PAYLOAD = 65507
 
-LAYOUTS: tuple[str, ...] = tuple(
-    ["".join(p) for p in permutations("xyp")] + ["".join(p) for p in permutations("xy")]
-)
-"""Id layouts: the axes of a mixed-radix number, most significant first (x: width, y: height,
-p: 2). ``pyx`` is id = (p*height + y)*width + x; a layout without ``p`` ignores polarity."""
+__all__ = ["LAYOUTS", "SpifCodec"]
 
 _SMALL = 16  # below this many words, plain Python beats numpy's per-call overhead
 _lists: dict[int, struct.Struct] = {}
@@ -41,26 +37,6 @@ def _words(n: int) -> struct.Struct:
     if s is None:
         s = _lists[n] = struct.Struct(f"<{n}I")
     return s
-
-
-def _parse_side(text: str) -> int:
-    value = int(text, 0)
-    if not 1 <= value <= MAX_SIDE:
-        raise ValueError(f"must be 1..{MAX_SIDE} (15-bit coordinates)")
-    return value
-
-
-def _parse_layout(text: str) -> str:
-    if text not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
-    return text
-
-
-def _parse_polarity(text: str) -> int:
-    value = int(text)
-    if value not in (0, 1):
-        raise ValueError("polarity must be 0 or 1")
-    return value
 
 
 def _parse_mtu(text: str) -> int:
@@ -76,10 +52,7 @@ class SpifCodec(Codec):
     name: ClassVar[str] = "spif"
     summary: ClassVar[str] = "SPIF/AEStream 32-bit event words (x, y, polarity)"
     OPTIONS: ClassVar[dict[str, Option]] = {
-        "width": Option(_parse_side, None, "sensor width: x runs 0..width-1 (required)"),
-        "height": Option(_parse_side, None, "sensor height: y runs 0..height-1 (required)"),
-        "layout": Option(_parse_layout, "pyx", "id layout, most significant axis first"),
-        "polarity": Option(_parse_polarity, 1, "polarity sent by layouts without p"),
+        **GEOMETRY_OPTIONS,
         "timestamp": Option(parse_bool, False, "send a microsecond timestamp word per event"),
         "mtu": Option(_parse_mtu, DEFAULT_MTU, "largest datagram sent, bytes"),
     }
@@ -98,27 +71,15 @@ class SpifCodec(Codec):
         mtu: int = DEFAULT_MTU,
     ) -> None:
         super().__init__(neurons)
-        if width is None or height is None:
-            raise ValueError("the spif format needs width= and height= (the sensor size)")
-        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-            raise ValueError(f"width and height must be 1..{MAX_SIDE}, got {width}x{height}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        if polarity not in (0, 1):
-            raise ValueError(f"polarity must be 0 or 1, got {polarity}")
+        geo = self.geometry = Geometry("spif", neurons, width, height, layout, polarity,
+                                       max_width=MAX_SIDE, max_height=MAX_SIDE)
         if not 8 <= mtu <= UDP_MAX_PAYLOAD:
             raise ValueError(f"mtu must be 8..{UDP_MAX_PAYLOAD} bytes, got {mtu}")
-        self.width, self.height, self.layout = width, height, layout
+        self.width, self.height, self.layout = geo.width, geo.height, geo.layout
         self.polarity, self.timestamp, self.mtu = polarity, timestamp, mtu
-        radix = {"x": width, "y": height, "p": 2}
-        stride = {"x": 0, "y": 0, "p": 0}
-        step = 1
-        for axis in reversed(layout):
-            stride[axis] = step
-            step *= radix[axis]
-        self.size = step  # ids the sensor can produce
-        self._mx, self._my, self._mp = stride["x"], stride["y"], stride["p"]
-        self._limit = min(neurons, step) if neurons else step
+        self.size = geo.size  # ids the sensor can produce
+        self._mx, self._my, self._mp = geo.mx, geo.my, geo.mp  # read per event: kept local
+        self._limit = geo.limit
         self._per_datagram = mtu // 8 if timestamp else mtu // 4
 
     # -- decoding ------------------------------------------------------------------------
