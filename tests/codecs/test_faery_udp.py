@@ -379,3 +379,19 @@ def test_structured_events_meet_the_decoder_contract(fmt: str, events: list[Any]
     else:
         data = b"".join(struct.pack("<IHH", t & 0xFFFFFFFF, x, y) for t, x, y, _ in events)
     fuzz.build_target(fmt)(data)
+
+
+def test_golden_vectors_are_faerys_and_printed_in_the_docs() -> None:
+    from pathlib import Path
+
+    ev = np.zeros(5, dtype=faery.EVENTS_DTYPE)
+    ev["t"] = [0, 1, 1000, 2**33 + 5, 2**40]
+    ev["x"] = [0, 1, 639, 3, 100]
+    ev["y"] = [0, 479, 2, 63, 7]
+    ev["on"] = [0, 1, 1, 0, 1]
+    doc = " ".join((Path(__file__).parents[2] / "docs" / "wire-formats.md").read_text().split())
+    for fmt in FORMATS:
+        [data] = faery_datagrams(ev, fmt)
+        assert data.hex(" ") in doc, fmt
+        assert codec_class(fmt)(0, width=W, height=H).decode(data).ids.tolist() == [
+            0, 613761, 309119, 40323, 311780]
