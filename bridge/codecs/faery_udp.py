@@ -84,14 +84,14 @@ class _FaeryCodec(Codec):
         """Decode one datagram of events; DecodeError for a partial event or one outside."""
         rec = self._records(data)
         ids = self.geometry.ids(*self._xyp(rec))
-        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
+        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32, copy=False))
 
     def decode_times(self, data: bytes | bytearray | memoryview
                      ) -> tuple[SpikeFrame, npt.NDArray[np.uint64]]:
         """Decode as ``decode`` does, plus each event's own time in µs (uint64)."""
         rec = self._records(data)
         ids = self.geometry.ids(*self._xyp(rec))
-        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32)), self._times(rec)
+        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32, copy=False)), self._times(rec)
 
     def fields(self, data: bytes | bytearray | memoryview) -> tuple[
             npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:

@@ -119,6 +119,20 @@ class SpifCodec(Codec):
             raise DecodeError("id_out_of_range", f"id {int(ids.max())} not below {self._limit}")
         return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
 
+    def peek(self, data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+        """Validate as ``decode`` does, without building ids when no event carries a time."""
+        n = len(data)
+        nw = n >> 2
+        if n & 3 or nw <= _SMALL or self._limit < self.size:
+            return super().peek(data)
+        half = np.frombuffer(data, dtype="<u2")  # (y | p << 15, x | T << 15) per word
+        hi = half[1::2]
+        # Every event without a time (b31 set), x and y inside: the ids are inside too.
+        if (int(hi.min()) >= 0x8000 and int(hi.max()) - 0x8000 < self.width
+                and int((half[0::2] & COORD_MASK).max()) < self.height):
+            return 0, NO_SEQ, 0, nw
+        return super().peek(data)  # decode gives the verdict and the drop reason
+
     @staticmethod
     def _walk(words: tuple[int, ...] | list[int]) -> list[int]:
         """The event words of a mixed stream: a word with b31 clear is followed by its time."""
