@@ -38,6 +38,8 @@ ENDPOINTS: dict[str, str] = {
     "loop": "bridge.endpoints.loop:LoopEndpoint",
     "serial": "bridge.endpoints.serial:SerialEndpoint",
     "file": "bridge.endpoints.file:FileEndpoint",
+    "dv+tcp": "bridge.endpoints.dv:DvEndpoint",
+    "dv+unix": "bridge.endpoints.dv:DvUnixEndpoint",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -196,9 +198,12 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
                 raise ConfigError(f"not a CIDR network: {part!r}", key=f"{url}: allow") from None
     key_path = params.pop("key", None)
     keys = read_key_file(key_path) if key_path is not None else ()
-    scheme_options = {k: params.pop(k) for k in list(params) if k in scheme_cls.KEYS}
+    # A key both take (a camera file's or stream's width= with format=spif) goes to both.
+    scheme_options = {k: params[k] for k in list(params) if k in scheme_cls.KEYS}
     codec_opts = getattr(fmt_cls, "OPTIONS", {})
     codec_options = {k: params.pop(k) for k in list(params) if k in codec_opts}
+    for k in scheme_options:
+        params.pop(k, None)
     if params:
         unknown = ", ".join(sorted(params))
         raise ConfigError(

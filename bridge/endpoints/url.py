@@ -16,8 +16,10 @@ GRAMMAR = """\
   udp://HOST:PORT[?KEYS]            unicast UDP (input: bind address; output: destination)
   mcast://GROUP:PORT[?KEYS]         IPv4 multicast (iface=, ttl=, loop=)
   serial:DEVICE-OR-PYSERIAL-URL[?KEYS]   e.g. serial:/dev/serial/by-id/...?baud=4000000&format=edvs
-  file:PATH.sbr[?KEYS]              a spikebridge recording
+  file:PATH.sbr[?KEYS]              a spikebridge recording (or .aedat4 .raw .dat .es .csv)
   loop://NAME[?KEYS]                in-process loopback, for tests
+  dv+tcp://HOST:PORT[?KEYS]         iniVation DV / dv-processing network event stream (TCP)
+  dv+unix:///PATH[?KEYS]            the same over a Unix socket
 KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=FILE
                     source=NODE  name=LABEL"""
 
@@ -42,7 +44,7 @@ class EndpointURL:
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        sep = "//" if self.scheme in ("udp", "mcast", "loop") else ""
+        sep = "//" if self.scheme in _SLASHED else ""
         query = f"?{urlencode(dict(self.params), safe=',/:')}" if self.params else ""
         return f"{self.scheme}:{sep}{self.target}{query}"
 
@@ -67,7 +69,8 @@ class EndpointURL:
         return host, num
 
 
-SCHEMES = ("udp", "mcast", "serial", "file", "loop")
+SCHEMES = ("udp", "mcast", "serial", "file", "loop", "dv+tcp", "dv+unix")
+_SLASHED = ("udp", "mcast", "loop", "dv+tcp", "dv+unix")
 
 
 def parse_url(text: str) -> EndpointURL:
@@ -77,7 +80,7 @@ def parse_url(text: str) -> EndpointURL:
         raise ConfigError(
             f"unknown endpoint {text!r}; the scheme must be one of {', '.join(SCHEMES)}\n{GRAMMAR}"
         )
-    if scheme in ("udp", "mcast", "loop"):
+    if scheme in _SLASHED:
         if not rest.startswith("//"):
             raise ConfigError(f"{scheme} URLs start {scheme}://, got {text!r}\n{GRAMMAR}")
         rest = rest[2:]
