@@ -161,7 +161,7 @@ class Spikebridge(Target):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self.sock.bind(("127.0.0.1", 0))
-        self.metrics = free_port()
+        self.metrics = free_tcp_port()
         self.rx: Receiver | None = None
 
     def start(self, in_port: int) -> None:
@@ -208,6 +208,14 @@ class Spikebridge(Target):
             self.rx.__exit__()
         super().stop()
         self.sock.close()
+
+
+def free_tcp_port() -> int:
+    """An unused TCP port on 127.0.0.1 (for the metrics server; a free UDP port may not be)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class ChildReceiver(Target):
