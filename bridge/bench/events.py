@@ -457,7 +457,8 @@ def replay_path(args: Any, tmp: Path) -> dict[str, Side] | str:
             rx.settle()
             kernel = rx.close()
             got = rx.bytes // 4
-            side.at_07 = {"sent": args.replay_events, "delivered": got, "counted_drops": 0,
+            # replay keeps no drop counters: what did not arrive is uncounted.
+            side.at_07 = {"sent": args.replay_events, "delivered": got,
                           "our_receiver_overflow": kernel,
                           "uncounted": args.replay_events - got}
         out[name] = side
@@ -545,9 +546,13 @@ def report(results: dict[str, dict[str, Side]]) -> None:
                 print(f"  {s.name:<20} failed: {s.error}")
                 continue
             a = s.at_07
+
+            def cell(key: str, width: int, a: dict[str, float] = a) -> str:
+                return f"{int(a[key]):{width}d}" if key in a else f"{'-':>{width}}"
+
             print(f"  {s.name:<20} {s.max_eps:14.0f} {s.cpu_us_per_event:13.3f} "
-                  f"{int(a.get('sent', 0)):14d} {int(a.get('delivered', 0)):10d} "
-                  f"{int(a.get('counted_drops', 0)):8d} {int(a.get('uncounted', 0)):10d}")
+                  f"{cell('sent', 14)} {cell('delivered', 10)} {cell('counted_drops', 8)} "
+                  f"{cell('uncounted', 10)}")
         sb = sides.get("spikebridge")
         peers = [s for n, s in sides.items() if n != "spikebridge"]
         for peer in peers:
