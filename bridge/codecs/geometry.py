@@ -93,18 +93,21 @@ class Geometry:
         return (self.width, self.height, self.layout, self.polarity, self.limit)
 
     def ids(self, x: npt.NDArray[Any], y: npt.NDArray[Any],
-            p: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-        """Ids (int64) of events; DecodeError ``id_out_of_range`` if one is outside."""
+            p: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """Ids (uint32, int64 past 2**32) of events; DecodeError if one is outside."""
         if x.size == 0:
-            return np.empty(0, dtype=np.int64)
+            return np.empty(0, dtype=np.uint32)
         xm, ym = int(x.max()), int(y.max())
         if xm >= self.width or ym >= self.height:
             raise DecodeError("id_out_of_range", f"event at x={xm} or y={ym} outside "
                               f"{self.width}x{self.height}")
-        ids = x.astype(np.int64) * self.mx + y.astype(np.int64) * self.my
+        wide: Any = np.int64 if self.size > 1 << 32 else np.uint32
+        ids: npt.NDArray[Any] = x.astype(wide) * self.mx
+        ids += y.astype(wide) * self.my
         if self.mp:
-            ids += p.astype(np.int64) * self.mp
-        if int(ids.max()) >= self.limit:
+            ids += p.astype(wide) * self.mp
+        # x and y inside already put every id below size; only a smaller population can fail.
+        if self.limit < self.size and int(ids.max()) >= self.limit:
             raise DecodeError("id_out_of_range", f"id {int(ids.max())} not below {self.limit}")
         return ids
 

@@ -9,9 +9,10 @@ and golden vectors are in docs/wire-formats.md (section "spif").
 from __future__ import annotations
 
 import struct
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from bridge.codecs.base import Codec, Option, parse_bool
 from bridge.codecs.geometry import GEOMETRY_OPTIONS, LAYOUTS, Geometry
@@ -23,7 +24,7 @@ X_SHIFT = 16
 P_SHIFT = 15
 COORD_MASK = 0x7FFF  # x and y are 15 bits each
 MAX_SIDE = COORD_MASK + 1
-DEFAULT_MTU = 1024  # spiffer reads 256 words per recv(); a longer datagram would be cut
+DEFAULT_MTU = 512  # aestream's UDPInput reads 512 bytes a recv() (spiffer 1024): never longer
 UDP_MAX_PAYLOAD = 65507
 
 __all__ = ["LAYOUTS", "SpifCodec"]
@@ -118,6 +119,20 @@ class SpifCodec(Codec):
             raise DecodeError("id_out_of_range", f"id {int(ids.max())} not below {self._limit}")
         return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
 
+    def peek(self, data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+        """Validate as ``decode`` does, without building ids when no event carries a time."""
+        n = len(data)
+        nw = n >> 2
+        if n & 3 or nw <= _SMALL or self._limit < self.size:
+            return super().peek(data)
+        half = np.frombuffer(data, dtype="<u2")  # (y | p << 15, x | T << 15) per word
+        hi = half[1::2]
+        # Every event without a time (b31 set), x and y inside: the ids are inside too.
+        if (int(hi.min()) >= 0x8000 and int(hi.max()) - 0x8000 < self.width
+                and int((half[0::2] & COORD_MASK).max()) < self.height):
+            return 0, NO_SEQ, 0, nw
+        return super().peek(data)  # decode gives the verdict and the drop reason
+
     @staticmethod
     def _walk(words: tuple[int, ...] | list[int]) -> list[int]:
         """The event words of a mixed stream: a word with b31 clear is followed by its time."""
@@ -187,6 +202,27 @@ class SpifCodec(Codec):
         step = per * (8 if self.timestamp else 4)
         return [raw[i:i + step] for i in range(0, len(raw), step)]
 
+    def encode_events(self, t_us: npt.NDArray[Any], x: npt.NDArray[Any], y: npt.NDArray[Any],
+                      on: npt.NDArray[Any]) -> list[bytes]:
+        """Encode pixel events (each with its own µs time when ``timestamp``) in ``mtu`` pieces.
+
+        The caller has checked every event against this codec's geometry (``same_wire``).
+        """
+        words = ((x.astype(np.int64) << X_SHIFT) | y.astype(np.int64)
+                 | (on.astype(np.int64) & 1) << P_SHIFT)
+        if self.timestamp:
+            pairs = np.empty(2 * len(words), dtype=np.int64)
+            pairs[0::2] = words
+            pairs[1::2] = t_us.astype(np.int64) & 0xFFFFFFFF
+            raw = pairs.astype("<u4").tobytes()
+            step = self._per_datagram * 8
+        else:
+            raw = (words | NO_TIMESTAMP).astype("<u4").tobytes()
+            step = self._per_datagram * 4
+        if not raw:
+            return [b""]
+        return [raw[i:i + step] for i in range(0, len(raw), step)]
+
     # -- pass-through --------------------------------------------------------------------
 
     def _signature(self) -> tuple[object, ...]:
@@ -197,6 +233,11 @@ class SpifCodec(Codec):
         self, data: bytes | bytearray | memoryview, source: int, seq: int, t_sent_ns: int
     ) -> list[bytes]:
         """SPIF has no source, seq or send time to rewrite: the datagram goes out unchanged."""
+        return [bytes(data)]
+
+    def relay_to(self, other: Codec, data: bytes | bytearray | memoryview, source: int,
+                 seq: int, t_sent_ns: int) -> list[bytes]:
+        """To an identical spif output (the only ``same_wire`` one): the datagram unchanged."""
         return [bytes(data)]
 
     def same_wire(self, other: Codec) -> bool:

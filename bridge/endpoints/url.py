@@ -24,7 +24,8 @@ KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=
                     source=NODE  name=LABEL"""
 
 COMMON_KEYS: dict[str, str] = {
-    "format": "wire format (legacy, native, eieio, spif; serial adds board, edvs)",
+    "format": "wire format (legacy, native, eieio, spif, t64_x16_y16_on8, t32_x16_y15_on1; "
+              "serial adds board, edvs)",
     "neurons": "population size of this endpoint",
     "offset": "first neuron of this endpoint in the merged input or the output population",
     "allow": "comma-separated CIDR allow-list of sender addresses (inputs)",
