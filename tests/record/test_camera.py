@@ -206,11 +206,11 @@ def test_replay_to_udp_follows_the_recording(tmp_path: Path, suffix: str) -> Non
     arrive = np.array([t for t, _ in got], dtype=np.int64) - got[0][0]
     due = np.array([t for t, _ in frames], dtype=np.int64) - frames[0][0]
     err = np.abs(arrive - due)
-    # Loose enough for a loaded 2-core machine, tight enough that sending all at once (err up
-    # to 0.9 s) or at a fixed pace fails.
-    assert np.median(err) < 5e6, err
-    assert err.max() < 60e6, err
-    assert abs(arrive[-1] - due[-1]) < 60e6
+    # Loose enough for a loaded 2-core machine (ms of scheduling delay), tight enough that
+    # sending all at once (errors up to 0.9 s) or at an even pace (~0.1 s) fails.
+    assert np.median(err) < 20e6, err
+    assert err.max() < 100e6, err
+    assert np.all(np.diff(arrive) >= 0)
 
 
 def _corrupt(path: Path, at: int) -> Path:
