@@ -302,8 +302,8 @@ def round_trips(reader: str, count: int = 500) -> dict[str, Any]:
             "p99_us": round(float(np.percentile(arr, 99))), "max_us": round(float(arr.max()))}
 
 
-def main(argv: Sequence[str]) -> int:
-    """Print codec rates and the through-daemon figures (JSON lines with --json)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     p = argparse.ArgumentParser(prog="spikebridge bench serial", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--window", type=float, default=5.0, help="measured seconds (default 5)")
@@ -314,6 +314,12 @@ def main(argv: Sequence[str]) -> int:
                    help="how the daemon reads the port (both: run twice and compare)")
     p.add_argument("--codecs-only", action="store_true", help="only part 1")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print codec rates and the through-daemon figures (JSON lines with --json)."""
+    p = build_parser()
     args = p.parse_args(list(argv))
     rows = codec_rates()
     for row in rows:
