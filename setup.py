@@ -7,6 +7,7 @@ installed user. Everything else about the build is in pyproject.toml.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from setuptools import setup
@@ -25,13 +26,15 @@ class BuildPyWithShare(build_py):
         if getattr(self, "editable_mode", False):
             return
         here = Path(__file__).resolve().parent
+        share = Path(self.build_lib, "bridge", "share")
+        shutil.rmtree(share, ignore_errors=True)  # no stale file from an earlier build
         for top in SHARED:
             for src in sorted((here / top).rglob("*")):
                 rel = src.relative_to(here)
                 if not src.is_file() or SKIP & set(rel.parts) or src.suffix == ".pyc" or any(
                         part.startswith(".") for part in rel.parts):
                     continue
-                dst = Path(self.build_lib, "bridge", "share", rel)
+                dst = share / rel
                 self.mkpath(str(dst.parent))
                 self.copy_file(str(src), str(dst), preserve_mode=False)
 
