@@ -1,4 +1,4 @@
-"""``spikebridge deploy DIR`` writes the repository's deploy/ and examples/ and refuses to clobber."""
+"""``spikebridge deploy DIR`` writes deploy/ and examples/ and refuses to clobber."""
 
 from __future__ import annotations
 
