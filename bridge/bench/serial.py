@@ -335,7 +335,8 @@ def main(argv: Sequence[str]) -> int:
         if args.json:
             print(json.dumps({"part": "cobs_ratio", "case": case, "cobs_over_python": ratio}))
         else:
-            print(f"board {case}: cobs package / hand-written COBS = {ratio:.2f}x")
+            what = case if case.startswith("encode") else f"decode {case}"
+            print(f"board {what}: cobs package / hand-written COBS = {ratio:.2f}x")
     if args.codecs_only:
         return 0
     readers = ("fd", "thread") if args.reader == "both" else (args.reader,)
