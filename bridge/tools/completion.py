@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,17 @@ def _mark_paths(parser: argparse.ArgumentParser) -> None:
                 action.complete = shtab.FILE  # type: ignore[attr-defined]
 
 
+def _one_line_descriptions(parser: argparse.ArgumentParser) -> None:
+    """Describe each subcommand by its one line of help (shtab shows the description)."""
+    from bridge.tools.parsers import walk
+
+    for _, sub in walk(parser):
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._get_subactions():
+                    action.choices[choice.dest].description = choice.help
+
+
 def script(shell: str) -> str:
     """The completion script for ``shell`` (bash or zsh)."""
     import shtab
@@ -51,6 +63,7 @@ def script(shell: str) -> str:
         raise ValueError(f"shell must be one of {', '.join(SHELLS)}, not {shell!r}")
     tree = command_tree()
     _mark_paths(tree)
+    _one_line_descriptions(tree)
     return str(shtab.complete(tree, shell=shell))
 
 
@@ -58,8 +71,9 @@ def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge completion",
-        description="Print the shell completion script for bash or zsh, generated from the "
-                    "commands' own argument definitions.",
+        description=textwrap.fill(
+            "Print the shell completion script for bash or zsh, generated from the "
+            "commands' own argument definitions.", 79),
         epilog="examples:\n"
                "  source <(spikebridge completion bash)          # this shell only\n"
                "  spikebridge completion bash -o ~/.local/share/bash-completion/completions/"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from importlib.abc import Traversable
@@ -72,19 +73,21 @@ def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog=PROG,
-        description="Write spikebridge's deployment files into DIR: the systemd units "
-                    "(spikebridge.service, spikebridge@.service), sysusers.d and tmpfiles.d "
-                    "files, the udev rule, the Prometheus scrape config and alert rules, the "
-                    "Grafana dashboard, example configs and networks (under DIR/deploy and "
-                    "DIR/examples, as in the source repository), and the man page and bash and "
-                    "zsh completions (under DIR/share, as under an install prefix). An existing "
-                    "file is an error unless --force is given.",
+        description=textwrap.fill(
+            "Write spikebridge's deployment files into DIR: the systemd units "
+            "(spikebridge.service, spikebridge@.service), sysusers.d and tmpfiles.d "
+            "files, the udev rule, the Prometheus scrape config and alert rules, the "
+            "Grafana dashboard, example configs and networks (under DIR/deploy and "
+            "DIR/examples, as in the source repository), and the man page and bash and "
+            "zsh completions (under DIR/share, as under an install prefix). An existing "
+            "file is an error unless --force is given.", 79),
         epilog="examples:\n"
                "  spikebridge deploy ./spikebridge-files\n"
                "  cd spikebridge-files && install -m 0644 deploy/spikebridge@.service "
                "/etc/systemd/system/\n"
                "  spikebridge deploy --list\n"
-               "docs/operations.md (in the source repository) walks through the install.",
+               "The install steps: man spikebridge (FILES), and docs/operations.md in the\n"
+               "source repository.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", nargs="?", metavar="DIR",

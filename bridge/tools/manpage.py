@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,8 +132,9 @@ def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge man",
-        description="Print the spikebridge(1) manual page (roff), generated from the commands' "
-                    "own argument definitions.",
+        description=textwrap.fill(
+            "Print the spikebridge(1) manual page (roff), generated from the commands' "
+            "own argument definitions.", 79),
         epilog="examples:\n"
                "  spikebridge man | man -l -                  # read it now\n"
                "  spikebridge man -o /usr/local/share/man/man1/spikebridge.1 && mandb -q\n"
