@@ -74,6 +74,44 @@ def test_usb_autosuspend_is_off_for_every_named_device() -> None:
 
 
 UDEVADM = shutil.which("udevadm")
+UNSHARE = shutil.which("unshare")
+# In a private mount namespace, over fresh tmpfs on /run and /dev: udevadm test loads the rules
+# from /run/udev/rules.d and simulates one event, and nothing it writes reaches the host.
+NAMESPACED_TEST = """set -e
+mount -t tmpfs spikebridge-test /run
+mount -t tmpfs spikebridge-test /dev
+mkdir -p /run/udev/rules.d
+cp "$1"/*.rules /run/udev/rules.d/
+exec "$2" test --action=add "$3"
+"""
+
+
+def udev_parse(rules: Path) -> str:
+    """What udev's own rule parser says about the rules files in ``rules``."""
+    if UDEVADM is None or UNSHARE is None:
+        pytest.skip("udevadm or unshare is not installed (Debian packages udev, util-linux)")
+    devices = sorted(Path("/sys/class/tty").glob("tty*"))
+    if not devices:
+        pytest.skip("no tty device in /sys to simulate an event on")
+    proc = subprocess.run([UNSHARE, "--mount", "--propagation", "private", "sh", "-c",
+                           NAMESPACED_TEST, "sh", str(rules), UDEVADM, str(devices[0])],
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    if proc.returncode and ("Operation not permitted" in out or "Permission denied" in out):
+        pytest.skip(f"a private mount namespace was refused: {out.strip()[:200]}")
+    return out
+
+
+def test_udev_parses_the_rule(tmp_path: Path) -> None:
+    """udev's own parser (udevadm test; udevadm verify came with systemd 253, Debian 12 has
+    252) reads the rule without a complaint, and does complain about a broken copy."""
+    shutil.copy(DEPLOY / "99-spikebridge.rules", tmp_path / "99-spikebridge.rules")
+    (tmp_path / "98-broken.rules").write_text('SUBSYSTEM=="tty", FOO{bar}=="x", MODE="0660"\n')
+    out = udev_parse(tmp_path)
+    assert "Reading rules file: /run/udev/rules.d/99-spikebridge.rules" in out, out
+    assert "/run/udev/rules.d/98-broken.rules:1 Invalid key 'FOO'" in out, out
+    complaints = [ln for ln in out.splitlines() if "99-spikebridge.rules:" in ln]
+    assert not complaints, complaints
 
 
 def test_udevadm_verify_accepts_the_rule() -> None:
