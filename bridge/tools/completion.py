@@ -64,7 +64,7 @@ def script(shell: str) -> str:
     tree = command_tree()
     _mark_paths(tree)
     _one_line_descriptions(tree)
-    return str(shtab.complete(tree, shell=shell))
+    return str(shtab.complete(tree, shell))  # (the second argument names the shell)
 
 
 def build_parser() -> ArgumentParser:
