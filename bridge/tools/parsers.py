@@ -4,7 +4,8 @@ The man page and the shell completions are generated from this tree, so they lis
 commands and options that ``spikebridge`` accepts. A command module exposes its parser as
 ``build_parser() -> ArgumentParser``; ``main(argv)`` builds it the same way. A module that does
 not (yet) has its parser captured instead: its ``main`` is called with ``parse_args`` replaced
-by a function that stops it there, so only the parser's construction runs.
+by a function that stops it there, so only the parser's construction runs (the patch is
+process-wide while it lasts: call this from a command, never from a running daemon).
 
 It must never run a command, open a socket or device, or write anything.
 """
