@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
-from bridge.tools.deploy import main, shared_files
+from bridge.tools.deploy import generated_files, main, shared_files
 
 REPO = Path(__file__).resolve().parents[2]
+INSTALLED_PATH = r"\b((?:deploy|share)/[\w@./-]+\.(?:service|conf|toml|rules|yml|json|1))"
 
 
 def tracked(top: str) -> set[str]:
@@ -73,3 +75,11 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys) -> None:
     afile.write_text("")
     assert main([str(afile)]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_the_files_docs_operations_installs_are_the_ones_written() -> None:
+    """Every deploy/... or share/... path the install steps name is one deploy writes."""
+    text = (REPO / "docs/operations.md").read_text()
+    named = set(re.findall(INSTALLED_PATH, text))
+    written = {rel for rel, _ in shared_files()} | {rel for rel, _ in generated_files()}
+    assert named and named <= written, named - written
