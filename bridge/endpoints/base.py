@@ -2,18 +2,32 @@
 
 An endpoint moves bytes only. It never decodes, never blocks the real-time loop (sockets and
 devices are non-blocking) and never raises out of ``recv``/``send`` for a peer's behaviour:
-a refused send returns False and the caller counts it.
+a refused send returns False and the caller counts it. A send the peer itself refused (an ICMP
+port-unreachable reported as ECONNREFUSED on a connected socket) raises PeerUnreachable instead:
+the loop counts it as ``peer_unreachable`` and reports the peer down, apart from bridge faults.
 """
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge.endpoints.url import EndpointURL
+from bridge.errors import PeerUnreachable
 
 Address = Any  # a socket address tuple, or None for endpoints without peers
+
+# What a connected socket's send reports once the peer answered with ICMP port-unreachable.
+PEER_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED})
+
+
+def peer_refusal(exc: OSError, url: object) -> PeerUnreachable | None:
+    """The PeerUnreachable to raise for a send that failed with ``exc``, or None (another fault)."""
+    if exc.errno in PEER_REFUSED_ERRNOS:
+        return PeerUnreachable(f"{url}: {exc.strerror or 'connection refused'}")
+    return None
 
 
 class Endpoint(ABC):
@@ -47,7 +61,10 @@ class Endpoint(ABC):
 
     @abstractmethod
     def send(self, data: bytes) -> bool:
-        """Hand ``data`` to the kernel without blocking; False when it was refused."""
+        """Hand ``data`` to the kernel without blocking; False when it was refused.
+
+        Raise ``peer_refusal(exc, self.url)`` (a PeerUnreachable) when the peer refused it.
+        """
 
     def reopen(self, now_ns: int) -> bool:
         """Called by the loop while this endpoint is down; True once it is open again.

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from bridge.endpoints.base import Address, Endpoint
+from bridge.endpoints.base import Address, Endpoint, peer_refusal
 from bridge.endpoints.url import EndpointURL
 from bridge.errors import ConfigError, EndpointError
 
@@ -154,10 +154,17 @@ class UdpEndpoint(Endpoint):
         return self._view[:n], addr
 
     def send(self, data: bytes) -> bool:
-        """Send one datagram; False when the kernel refused it (full buffer, peer unreachable)."""
+        """Send one datagram; False when the kernel refused it (full buffer, no route).
+
+        PeerUnreachable when the peer answered an earlier datagram with ICMP port-unreachable
+        (the kernel reports it as ECONNREFUSED on this connected socket's next send).
+        """
         try:
             self._send(data, _DONTWAIT)
-        except OSError:
+        except OSError as exc:
+            refused = peer_refusal(exc, self.url)
+            if refused is not None:
+                raise refused from None
             return False
         return True
 
