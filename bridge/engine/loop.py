@@ -437,6 +437,7 @@ class Bridge:
                     "processor output ids %s reach no output; they are counted in "
                     "spikebridge_processor_spikes_unrouted_total", _ranges(gaps))
             return
+        taken = _ranges(sorted(out_spans, key=lambda sp: sp.lo)) or "nothing"
         for port, span in zip(self.inputs, in_spans, strict=True):
             mine = uncovered(span, out_spans)
             if not mine or span.hi == span.lo:
@@ -446,13 +447,14 @@ class Bridge:
             if mine == [span]:
                 port.nowhere = True
                 log.warning(
-                    "input %s (merged ids %s) reaches no output: its frames are counted as "
-                    "dropped (unrouted) and their spikes as unrouted", port.spec.name,
-                    _ranges(mine))
+                    "input %s (merged ids %s) reaches no output (the outputs take %s): its "
+                    "frames are counted as dropped (unrouted) and their spikes as unrouted",
+                    port.spec.name, _ranges(mine), taken)
             else:
                 log.warning(
-                    "input %s: ids %s (merged ids %s) reach no output; those spikes are "
-                    "counted as unrouted", port.spec.name, _ranges(local), _ranges(mine))
+                    "input %s: ids %s (merged ids %s) reach no output (the outputs take %s); "
+                    "those spikes are counted as unrouted", port.spec.name, _ranges(local),
+                    _ranges(mine), taken)
 
     @staticmethod
     def _same_wire(port: InputPort, out: OutputPort) -> bool:
