@@ -51,9 +51,5 @@ class ConfigError(Exception):
         self.key = key
 
 
-class PeerUnreachable(Exception):
-    """Raised by ``Endpoint.send``: the peer refused (ECONNREFUSED); count it, stay open."""
-
-
 class EndpointError(Exception):
     """An endpoint that cannot be opened or has failed (port in use, device missing)."""

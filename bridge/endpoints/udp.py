@@ -13,7 +13,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from bridge.endpoints.base import Address, Endpoint, peer_refusal
+from bridge.endpoints.base import Address, Endpoint
 from bridge.endpoints.url import EndpointURL
 from bridge.errors import ConfigError, EndpointError
 
@@ -154,17 +154,16 @@ class UdpEndpoint(Endpoint):
         return self._view[:n], addr
 
     def send(self, data: bytes) -> bool:
-        """Send one datagram; False when the kernel refused it (full buffer, no route).
+        """Send one datagram; False when the kernel refused it (full buffer, peer unreachable).
 
-        PeerUnreachable when the peer answered an earlier datagram with ICMP port-unreachable
-        (the kernel reports it as ECONNREFUSED on this connected socket's next send).
+        A peer that answered an earlier datagram with ICMP port-unreachable makes the kernel
+        fail this connected socket's next send with ECONNREFUSED (this datagram is not sent):
+        that is counted in ``refused``.
         """
         try:
             self._send(data, _DONTWAIT)
         except OSError as exc:
-            refused = peer_refusal(exc, self.url)
-            if refused is not None:
-                raise refused from None
+            self.note_refusal(exc)
             return False
         return True
 

@@ -35,7 +35,7 @@ from bridge.engine.router import (
 )
 from bridge.engine.sequence import ACCEPT, DUPLICATE, SeqTracker
 from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
-from bridge.errors import REASON_INDEX, ConfigError, DecodeError, EndpointError, PeerUnreachable
+from bridge.errors import REASON_INDEX, ConfigError, DecodeError, EndpointError
 from bridge.frame import IdArray, SpikeFrame
 from bridge.processors import Processor, processor_from_spec
 
@@ -64,8 +64,8 @@ class OutputPort:
     """An output endpoint with its codec, its slice of the output population and its counters."""
 
     __slots__ = ("codec", "down", "ep", "index", "peer_down", "rec", "recorder", "refused_frames",
-                 "refused_ns", "send", "seq", "source", "span", "spec", "stats", "stream",
-                 "whole")
+                 "refused_ns", "refused_seen", "send", "seq", "source", "span", "spec", "stats",
+                 "stream", "whole")
 
     def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, node: int,
                  index: int) -> None:
@@ -84,6 +84,7 @@ class OutputPort:
         self.peer_down = False  # the peer refused a datagram (nobody listening) recently
         self.refused_ns = 0     # when it last refused (monotonic)
         self.refused_frames = 0  # stats.frames at that refusal
+        self.refused_seen = 0  # the endpoint's ``refused`` count already booked
         self.recorder: Any = None  # set with ``rec`` when this output is recorded
         self.rec: int | None = None
         try:  # the node must fit the format's source field (legacy: 0..255)
@@ -101,21 +102,26 @@ class OutputPort:
             except EndpointError as exc:
                 self._lost(exc)
                 sent = False
-            except PeerUnreachable as exc:
-                self._refused(exc, now)
-                ok = False
-                continue
             if sent:
                 st.frames += 1
             else:
-                st.drops[_SEND_FAILED] += 1
+                self._failed(now)
                 ok = False
         if ok:
             st.spikes += spikes
 
-    def _refused(self, exc: PeerUnreachable, now: int) -> None:
-        """Count a datagram the peer refused and mark the peer down (logged once per outage)."""
+    def _failed(self, now: int) -> None:
+        """Book a send that returned False: peer_unreachable if the peer refused, else send_failed.
+
+        Off the hot path: only a refused send gets here. A refusal marks the peer down
+        (logged once per outage) and keeps the transport open: sends go on, as probes.
+        """
         st = self.stats
+        refused = self.ep.refused
+        if refused == self.refused_seen:
+            st.drops[_SEND_FAILED] += 1
+            return
+        self.refused_seen = refused
         st.drops[_PEER_UNREACHABLE] += 1
         self.refused_ns = now
         self.refused_frames = st.frames
@@ -123,7 +129,7 @@ class OutputPort:
             self.peer_down = True
             st.peer_up = 0
             log.warning("output %s: the peer is not listening (%s); sends go on, refusals are "
-                        "counted as peer_unreachable", self.spec.name, exc)
+                        "counted as peer_unreachable", self.spec.name, self.ep.refusal)
 
     def peer_back(self, now: int) -> bool:
         """True once a down peer has refused nothing for PEER_DOWN_HOLD_NS and two frames went.
@@ -156,14 +162,11 @@ class OutputPort:
             except EndpointError as exc:
                 self._lost(exc)
                 sent = False
-            except PeerUnreachable as exc:
-                self._refused(exc, now)
-                return
             if sent:
                 st.frames += 1
                 st.spikes += spikes
             else:
-                st.drops[_SEND_FAILED] += 1
+                self._failed(now)
             return
         self.seq += len(datagrams)
         self._send_all(datagrams, spikes, now)
