@@ -3,7 +3,9 @@
 Runs a stepped bridge in this process with the metrics server the daemon uses (same registry
 layout: the spikebridge collector plus the process, platform and GC collectors), and measures
 every step's lateness in alternating phases: no scrapes, then ``--rate`` scrapes per second from
-a separate process (as Prometheus would), then the other way round, ``--rounds`` times. It
+a separate process (as Prometheus would), with ``--idle`` idle TCP connections and a client
+sending its request one byte a second held open beside them (reopened whenever the server
+closes them), then the other way round, ``--rounds`` times. It
 reports the lateness quantiles of both conditions, the p99 ratio against the target (<= 1.5x),
 how long one collection holds the interpreter, and what each scrape cost the scraper.
 
@@ -57,6 +59,47 @@ while True:
 print(json.dumps({"durations": durations, "bytes": size}))
 """
 
+# Hostile clients: hold IDLE connections open without a byte sent, and one that sends its
+# request a byte a second; reopen each one the server closes. Prints how many were reopened.
+IDLER = """
+import selectors, socket, sys, time
+port, n, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+sel = selectors.DefaultSelector()
+def connect(slow=False):
+    s = socket.socket()
+    try:
+        s.connect(("127.0.0.1", port))
+    except OSError:
+        return None
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, slow)
+    return s
+for _ in range(n):
+    connect()
+request = b"GET /metrics HTTP/1.1\\r\\nHost: bench\\r\\n\\r\\n"
+slow, sent, reopened = connect(True), 0, 0
+start = time.monotonic()
+next_byte = start + 1.0
+while (now := time.monotonic()) < start + seconds:
+    for key, _ in sel.select(max(0.0, next_byte - now)):
+        sel.unregister(key.fileobj)
+        key.fileobj.close()
+        reopened += 1
+        if key.data:
+            slow, sent = connect(True), 0
+        else:
+            connect()
+    if time.monotonic() >= next_byte:
+        next_byte += 1.0
+        if slow is not None:
+            try:
+                slow.send(request[sent % len(request):sent % len(request) + 1])
+                sent += 1
+            except OSError:
+                pass
+print(reopened)
+"""
+
 
 @dataclass
 class Phase:
@@ -70,7 +113,7 @@ class Phase:
 
 def bench_doc(endpoints: int, dt_ms: float, priority: int, cpu: int | None,
               switch_interval_us: float | None, spin_us: float = 0.0) -> dict[str, Any]:
-    """A stepped relay bridge with ``endpoints`` idle inputs and as many outputs."""
+    """A stepped relay bridge with ``endpoints`` idle inputs, each to an output of its own."""
     realtime: dict[str, Any] = {"priority": priority, "cpus": [] if cpu is None else [cpu]}
     if switch_interval_us is not None:
         realtime["switch_interval_us"] = switch_interval_us
@@ -78,8 +121,8 @@ def bench_doc(endpoints: int, dt_ms: float, priority: int, cpu: int | None,
         "bridge": {"mode": "stepped", "processor": "relay", "dt_ms": dt_ms, "spin_us": spin_us},
         "input": [f"udp://127.0.0.1:{free_port()}?format=native&neurons=16&offset={16 * i}"
                   f"&name=in{i}" for i in range(endpoints)],
-        "output": [f"udp://127.0.0.1:{free_port()}?format=native&neurons=16&name=out{i}"
-                   for i in range(endpoints)],
+        "output": [f"udp://127.0.0.1:{free_port()}?format=native&neurons=16&offset={16 * i}"
+                   f"&name=out{i}" for i in range(endpoints)],
         "realtime": realtime,
     }
 
@@ -94,8 +137,12 @@ def production_registry(stats: BridgeStats) -> CollectorRegistry:
     return reg
 
 
-def run_phase(doc: dict[str, Any], seconds: float, rate: float) -> tuple[Phase, dict[str, Any]]:
-    """One stepped run of ``seconds`` with (rate > 0) or without scrapes from another process."""
+def run_phase(doc: dict[str, Any], seconds: float, rate: float,
+              idle: int = 0) -> tuple[Phase, dict[str, Any]]:
+    """One stepped run of ``seconds`` with (rate > 0) or without scrapes from another process.
+
+    With scrapes, ``idle`` > 0 also holds that many idle connections and one slow client open.
+    """
     cfg = build_config({**doc, "bridge": {**doc["bridge"], "duration_s": seconds}},
                        source="<bench>")
     stats = BridgeStats(cfg.miss_ns)
@@ -103,10 +150,15 @@ def run_phase(doc: dict[str, Any], seconds: float, rate: float) -> tuple[Phase, 
     stats.step_lateness = RecordingHistogram(stats.step_lateness.edges_ns, capacity)
     server = MetricsServer("127.0.0.1", 0, production_registry(stats))
     port = server.start()[1]
-    scraper = None
+    scraper = idler = None
     bridge = Bridge(cfg, stats=stats)
     try:
         bridge.open()
+        if rate > 0 and idle > 0:
+            idler = subprocess.Popen(
+                [sys.executable, "-c", IDLER, str(port), str(idle), str(seconds + 1)],
+                stdout=subprocess.PIPE, text=True)
+            time.sleep(0.3)  # the connections are open before the phase starts
         if rate > 0:
             scraper = subprocess.Popen(
                 [sys.executable, "-c", SCRAPER, f"http://127.0.0.1:{port}/metrics", str(rate),
@@ -118,6 +170,9 @@ def run_phase(doc: dict[str, Any], seconds: float, rate: float) -> tuple[Phase, 
         if scraper is not None:
             out, _ = scraper.communicate(timeout=seconds + 30)
             scraped = json.loads(out or '{"durations": [], "bytes": 0}')
+        if idler is not None:
+            out, _ = idler.communicate(timeout=seconds + 30)
+            scraped["reopened"] = int(out or 0)
         scrapes = server.scrapes
         server.close()
     hist = stats.step_lateness
@@ -164,10 +219,15 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--cpu", type=int, help="pin the loop thread to this CPU")
     parser.add_argument("--switch-interval-us", type=float,
                         help="sys.setswitchinterval for the run ([realtime] switch_interval_us)")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="idle TCP connections held open (plus one client sending a byte a "
+                             "second) while scraping (0)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.rate <= 0 or args.endpoints < 1:
         parser.error("--seconds, --rounds, --rate and --endpoints must be positive")
+    if args.idle < 0:
+        parser.error("--idle must be >= 0")
 
     doc = bench_doc(args.endpoints, args.dt, args.priority, args.cpu, args.switch_interval_us,
                     args.spin_us)
@@ -177,7 +237,8 @@ def main(argv: Sequence[str]) -> int:
     size = 0
     for rnd in range(args.rounds):
         for scraped in ((False, True) if rnd % 2 == 0 else (True, False)):
-            phase, extra = run_phase(doc, args.seconds, args.rate if scraped else 0.0)
+            phase, extra = run_phase(doc, args.seconds, args.rate if scraped else 0.0,
+                                     args.idle)
             phases.append(phase)
             pooled[scraped].append(extra["samples"])
             scrape_ns += extra["durations"]
@@ -185,7 +246,9 @@ def main(argv: Sequence[str]) -> int:
             if not args.json:
                 label = f"{args.rate:g} scrapes/s" if scraped else "no scrapes"
                 print(f"round {rnd + 1} {label:<14} {phase.lateness.text()}  "
-                      f"misses {phase.misses}  scrapes {phase.scrapes}", flush=True)
+                      f"misses {phase.misses}  scrapes {phase.scrapes}"
+                      + (f"  clients reopened {extra['reopened']}" if "reopened" in extra else ""),
+                      flush=True)
     quiet = Quantiles.of_ns(np.concatenate(pooled[False]))
     loud = Quantiles.of_ns(np.concatenate(pooled[True]))
     ratio = loud.p99 / quiet.p99 if quiet.p99 > 0 else float("inf")
@@ -210,7 +273,8 @@ def main(argv: Sequence[str]) -> int:
     print(f"\nstep lateness, all rounds (dt {args.dt:g} ms, {args.endpoints} in + "
           f"{args.endpoints} out):")
     print(f"  no scrapes      {quiet.text()}")
-    print(f"  {args.rate:g} scrapes/s  {loud.text()}")
+    clients = f" + {args.idle} idle, 1 slow" if args.idle else ""
+    print(f"  {args.rate:g} scrapes/s{clients}  {loud.text()}")
     verdict = "holds" if ratio <= TARGET_RATIO else "does NOT hold"
     print(f"  p99 ratio {ratio:.2f} (target <= {TARGET_RATIO}): {verdict}")
     print(f"  p99 ratio per round: {' '.join(f'{r:.2f}' for r in pair_ratios)} "
