@@ -35,6 +35,7 @@ RESPONSE_TIMEOUT_S = 5.0   # from the end of the request to the last byte writte
 MAX_CONNECTIONS = 256
 MAX_REQUEST = 8192         # request line and headers; Prometheus sends about 300 bytes
 ACCEPT_BATCH = 64          # connections accepted per wake-up
+SWEEP_S = 0.1              # deadlines are checked this often (a scan of every connection)
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
 _INDEX = b'<html><body><a href="/metrics">spikebridge metrics</a></body></html>\n'
@@ -48,10 +49,10 @@ class _Conn:
 
     __slots__ = ("deadline", "inbuf", "opened", "out", "sock", "writing")
 
-    def __init__(self, sock: socket.socket, now: float) -> None:
+    def __init__(self, sock: socket.socket, now: float, timeout_s: float) -> None:
         self.sock = sock
         self.opened = now
-        self.deadline = now + REQUEST_TIMEOUT_S
+        self.deadline = now + timeout_s
         self.inbuf = bytearray()
         self.out = memoryview(b"")
         self.writing = False
@@ -114,9 +115,15 @@ class MetricsServer:
         *,
         poll_s: float = 0.5,
         max_connections: int = MAX_CONNECTIONS,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
+        response_timeout_s: float = RESPONSE_TIMEOUT_S,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if not (request_timeout_s > 0 and response_timeout_s > 0):
+            raise ValueError("request and response timeouts must be > 0 s")
+        self._request_s = request_timeout_s
+        self._response_s = response_timeout_s
         self._poll_s = poll_s  # the longest the thread sleeps with connections open
         self._host = host
         self._port = port
@@ -194,12 +201,14 @@ class MetricsServer:
         sel = selectors.DefaultSelector()
         sel.register(listener, _READ, None)
         sel.register(self._wake_r, _READ, None)
+        next_sweep = 0.0
         try:
             while not self._stop:
+                # Work per event is O(1); the O(connections) deadline scan runs on a timer,
+                # so a busy client costs the same whether 1 or 256 connections are open.
                 timeout = None
                 if self._conns:
-                    first = min(c.deadline for c in self._conns.values())
-                    timeout = max(0.0, min(self._poll_s, first - time.monotonic()))
+                    timeout = max(0.0, min(self._poll_s, next_sweep - time.monotonic()))
                 for key, mask in sel.select(timeout):
                     if key.fileobj is listener:
                         self._accept(sel, listener)
@@ -209,7 +218,10 @@ class MetricsServer:
                         self._read(sel, key.data)
                     elif mask & _WRITE:
                         self._write(sel, key.data)
-                self._expire(sel, time.monotonic())
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._expire(sel, now)
+                    next_sweep = now + SWEEP_S
         except Exception:  # pragma: no cover - a bug here must not go unseen
             log.exception("metrics server failed; scrapes are no longer answered")
         finally:
@@ -229,7 +241,7 @@ class MetricsServer:
             sock.setblocking(False)
             if len(self._conns) >= self._max:
                 self._evict(sel)
-            conn = _Conn(sock, time.monotonic())
+            conn = _Conn(sock, time.monotonic(), self._request_s)
             self._conns[sock.fileno()] = conn
             sel.register(sock, _READ, conn)
 
@@ -272,7 +284,7 @@ class MetricsServer:
     def _reply(self, sel: selectors.BaseSelector, conn: _Conn, data: bytes) -> None:
         conn.writing = True
         conn.out = memoryview(data)
-        conn.deadline = time.monotonic() + RESPONSE_TIMEOUT_S
+        conn.deadline = time.monotonic() + self._response_s
         sel.modify(conn.sock, _WRITE, conn)
         self._write(sel, conn)  # most responses fit in the socket buffer: done at once
 
