@@ -1,7 +1,9 @@
 """``spikebridge bench scrape``: does serving Prometheus scrapes disturb the real-time loop?
 
-Runs a stepped bridge in this process with the metrics server the daemon uses (same registry
-layout: the spikebridge collector plus the process, platform and GC collectors), and measures
+Runs a stepped bridge in this process with the metrics exporter the daemon uses (its own
+process, fed counter snapshots; ``--in-process`` serves from a thread here instead, with the
+daemon's registry layout: the spikebridge collector plus the process, platform and GC
+collectors), and measures
 every step's lateness in alternating phases: no scrapes, then ``--rate`` scrapes per second from
 a separate process (as Prometheus would), with ``--idle`` idle TCP connections and a client
 sending its request one byte a second held open beside them (reopened whenever the server
@@ -34,6 +36,7 @@ from bridge.engine.loop import Bridge
 from bridge.engine.stats import BridgeStats
 from bridge.service.exporter import MetricsServer
 from bridge.service.metrics import register
+from bridge.service.metrics_process import MetricsProcess, snapshot
 from bridge.tools import ArgumentParser
 
 TARGET_RATIO = 1.5
@@ -138,7 +141,7 @@ def production_registry(stats: BridgeStats) -> CollectorRegistry:
 
 
 def run_phase(doc: dict[str, Any], seconds: float, rate: float,
-              idle: int = 0) -> tuple[Phase, dict[str, Any]]:
+              idle: int = 0, in_process: bool = False) -> tuple[Phase, dict[str, Any]]:
     """One stepped run of ``seconds`` with (rate > 0) or without scrapes from another process.
 
     With scrapes, ``idle`` > 0 also holds that many idle connections and one slow client open.
@@ -148,7 +151,11 @@ def run_phase(doc: dict[str, Any], seconds: float, rate: float,
     stats = BridgeStats(cfg.miss_ns)
     capacity = int(seconds * 1e9 / cfg.dt_ns) + 16
     stats.step_lateness = RecordingHistogram(stats.step_lateness.edges_ns, capacity)
-    server = MetricsServer("127.0.0.1", 0, production_registry(stats))
+    server: MetricsServer | MetricsProcess
+    if in_process:
+        server = MetricsServer("127.0.0.1", 0, production_registry(stats))
+    else:
+        server = MetricsProcess("127.0.0.1", 0, stats)  # what the daemon runs
     port = server.start()[1]
     scraper = idler = None
     bridge = Bridge(cfg, stats=stats)
@@ -200,6 +207,26 @@ def collection_cost(endpoints: int, repeats: int = 200) -> tuple[Quantiles, int]
     return Quantiles.of_ns(np.array(times, dtype=np.int64)), len(body)
 
 
+def snapshot_cost(endpoints: int, repeats: int = 200) -> Quantiles:
+    """What the daemon itself does per scrape with the exporter process: copy and pickle."""
+    import gc
+    import pickle
+
+    cfg = build_config(bench_doc(endpoints, 1.0, 0, None, None), source="<bench>")
+    stats = BridgeStats(cfg.miss_ns)
+    for spec in cfg.inputs:
+        stats.add_input(spec.name)
+    for spec in cfg.outputs:
+        stats.add_output(spec.name)
+    stats.latency("stepped")
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        pickle.dumps((snapshot(stats), gc.get_stats()), protocol=pickle.HIGHEST_PROTOCOL)
+        times.append(time.perf_counter_ns() - t0)
+    return Quantiles.of_ns(np.array(times, dtype=np.int64))
+
+
 def main(argv: Sequence[str]) -> int:
     """Print lateness with and without scrapes, and the p99 ratio against the target."""
     parser = ArgumentParser(prog="spikebridge bench scrape", description=__doc__,
@@ -222,6 +249,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--idle", type=int, default=0,
                         help="idle TCP connections held open (plus one client sending a byte a "
                              "second) while scraping (0)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="serve from a thread of this process (the exposition formatted "
+                             "under the loop's interpreter lock) instead of the daemon's "
+                             "exporter process")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.rate <= 0 or args.endpoints < 1:
@@ -238,7 +269,7 @@ def main(argv: Sequence[str]) -> int:
     for rnd in range(args.rounds):
         for scraped in ((False, True) if rnd % 2 == 0 else (True, False)):
             phase, extra = run_phase(doc, args.seconds, args.rate if scraped else 0.0,
-                                     args.idle)
+                                     args.idle, args.in_process)
             phases.append(phase)
             pooled[scraped].append(extra["samples"])
             scrape_ns += extra["durations"]
@@ -258,13 +289,15 @@ def main(argv: Sequence[str]) -> int:
                                 for i in range(0, len(phases), 2))]
     median_ratio = float(np.median(pair_ratios))
     cost, body_bytes = collection_cost(args.endpoints)
+    snap = snapshot_cost(args.endpoints)
     scrapes = Quantiles.of_ns(np.array(scrape_ns, dtype=np.int64))
     result = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
         "no_scrapes": asdict(quiet), "scraped": asdict(loud), "p99_ratio": ratio,
         "round_p99_ratios": pair_ratios, "median_round_p99_ratio": median_ratio,
         "target_ratio": TARGET_RATIO, "holds": ratio <= TARGET_RATIO,
-        "collection_us": asdict(cost), "exposition_bytes": body_bytes or size,
+        "collection_us": asdict(cost), "snapshot_us": asdict(snap),
+        "exposition_bytes": body_bytes or size,
         "scrape_round_trip_us": asdict(scrapes), "phases": [asdict(p) for p in phases],
     }
     if args.json:
@@ -280,5 +313,7 @@ def main(argv: Sequence[str]) -> int:
     print(f"  p99 ratio per round: {' '.join(f'{r:.2f}' for r in pair_ratios)} "
           f"(median {median_ratio:.2f})")
     print(f"one collection + exposition ({body_bytes} bytes), in-process: {cost.text()}")
+    print(f"one snapshot (copy + pickle, the daemon's share with the exporter process): "
+          f"{snap.text()}")
     print(f"scrape round trip seen by the scraper: {scrapes.text()}")
     return 0

@@ -117,6 +117,7 @@ class MetricsServer:
         max_connections: int = MAX_CONNECTIONS,
         request_timeout_s: float = REQUEST_TIMEOUT_S,
         response_timeout_s: float = RESPONSE_TIMEOUT_S,
+        sock: socket.socket | None = None,
     ) -> None:
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, got {max_connections}")
@@ -130,6 +131,7 @@ class MetricsServer:
         self._registry = registry
         self._max = max_connections
         self._listener: socket.socket | None = None
+        self._given = sock  # an already listening socket to serve instead of binding
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = False
@@ -142,23 +144,28 @@ class MetricsServer:
         """Bind and start serving in a daemon thread; EndpointError when the bind is refused."""
         if self._listener is not None:
             raise RuntimeError("metrics server already started")
-        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self._host, self._port))
-            sock.listen(128)
-        except OSError as exc:
-            sock.close()
-            raise EndpointError(
-                f"metrics server cannot listen on {self._host}:{self._port}: {exc.strerror}"
-            ) from None
+        if self._given is not None:
+            sock = self._given
+        else:
+            family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((self._host, self._port))
+                sock.listen(128)
+            except OSError as exc:
+                sock.close()
+                raise EndpointError(
+                    f"metrics server cannot listen on {self._host}:{self._port}: {exc.strerror}"
+                ) from None
         sock.setblocking(False)
         self._listener = sock
         self._thread = threading.Thread(target=self._serve, name="metrics-http", daemon=True)
         self._thread.start()
         host, port = self.address
-        log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+        if self._given is None:
+            log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host,
+                     port)
         return host, port
 
     @property

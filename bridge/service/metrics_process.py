@@ -1,0 +1,285 @@
+"""The metrics exporter in a process of its own, so that scrapes never hold the loop's interpreter.
+
+Formatting an exposition takes about 1–2 ms of Python, under the interpreter lock: with the
+loop thread at SCHED_FIFO it waits for that lock, and its step lateness p99 grew 20–40x at 10
+scrapes a second (docs/operations.md). So the daemon keeps only a snapshot thread: on each
+scrape it copies the hot-path counters (plain ints and lists, tens of µs) and sends them down
+a socketpair. A child process owns the HTTP server (bridge.service.exporter), builds the
+metric families from the snapshot, adds the daemon's process_* metrics (read from /proc by
+its pid) and formats the exposition. Connections, slow clients and formatting all live there.
+
+The parent binds the listening socket itself (a taken port is the daemon's exit 2) and hands
+it over; the child exits when the snapshot socket closes (the daemon stopped or died). The
+snapshot thread and the child are started before the loop raises itself to SCHED_FIFO. The
+thread never blocks the loop: it waits in recv (without the lock) and never writes to stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import select
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
+from bridge.errors import EndpointError
+from bridge.service.exporter import DEFAULT_HOST, MetricsServer
+from bridge.service.metrics import BridgeCollector
+
+log = logging.getLogger(__name__)
+
+_LEN = struct.Struct("!I")
+SNAPSHOT_TIMEOUT_S = 2.0  # a daemon that cannot answer this fast is reported as a failed scrape
+START_TIMEOUT_S = 30.0
+
+
+# -- the snapshot (daemon side) -----------------------------------------------------------------
+
+
+def _copy_hist(h: Histogram) -> Histogram:
+    c = Histogram.__new__(Histogram)
+    c.edges_ns, c.counts, c.sum_ns, c.count = h.edges_ns, list(h.counts), h.sum_ns, h.count
+    return c
+
+
+def _copy_endpoint(e: EndpointStats) -> EndpointStats:
+    c = EndpointStats.__new__(EndpointStats)
+    for name in EndpointStats.__slots__:
+        setattr(c, name, getattr(e, name))
+    c.drops = list(e.drops)
+    c.one_way = _copy_hist(e.one_way)
+    return c
+
+
+def snapshot(stats: BridgeStats) -> BridgeStats:
+    """A detached copy of ``stats`` (plain values only, picklable), plus the daemon's GC stats."""
+    c = BridgeStats.__new__(BridgeStats)
+    for name in BridgeStats.__slots__:
+        setattr(c, name, getattr(stats, name))
+    c.inputs = [_copy_endpoint(e) for e in list(stats.inputs)]
+    c.outputs = [_copy_endpoint(e) for e in list(stats.outputs)]
+    c.step_lateness = _copy_hist(stats.step_lateness)
+    c.frame_latency = {p: _copy_hist(h) for p, h in list(stats.frame_latency.items())}
+    c.realtime_refused = dict(stats.realtime_refused)
+    rec = stats.recorder
+    c.recorder = None if rec is None else SimpleNamespace(
+        frames_written=rec.frames_written, bytes_written=rec.bytes_written, files=rec.files,
+        write_errors=rec.write_errors, dropped_frames=rec.dropped_frames,
+        lost_frames=rec.lost_frames, paused=None if rec.paused is None else True,
+    )
+    return c
+
+
+def _send_msg(sock: socket.socket, obj: Any) -> None:
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(_LEN.pack(len(data)) + data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("snapshot socket closed")
+        buf += chunk
+    return bytes(buf)
+
+
+def _recv_msg(sock: socket.socket) -> Any:
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    return pickle.loads(_recv_exact(sock, n))  # our own daemon, over a socketpair
+
+
+class MetricsProcess:
+    """Serves ``stats`` on ``host:port`` from a child process (port 0 picks a free one)."""
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = 0,
+                 stats: BridgeStats | None = None) -> None:
+        self._host = host
+        self._port = port
+        self._stats = stats if stats is not None else BridgeStats()
+        self._sock: socket.socket | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._listen: socket.socket | None = None
+        self.scrapes = 0  # snapshots served (one per /metrics request)
+
+    def start(self) -> tuple[str, int]:
+        """Bind, start the child and the snapshot thread; EndpointError when the bind fails."""
+        if self._child is not None:
+            raise RuntimeError("metrics process already started")
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        listen = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listen.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listen.bind((self._host, self._port))
+            listen.listen(128)
+        except OSError as exc:
+            listen.close()
+            raise EndpointError(
+                f"metrics server cannot listen on {self._host}:{self._port}: {exc.strerror}"
+            ) from None
+        ours, theirs = socket.socketpair()
+        cmd = [sys.executable, "-m", "bridge.service.metrics_process",
+               "--listen-fd", str(listen.fileno()), "--snapshot-fd", str(theirs.fileno()),
+               "--pid", str(os.getpid())]
+        try:
+            self._child = subprocess.Popen(cmd, pass_fds=(listen.fileno(), theirs.fileno()),
+                                           stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            listen.close()
+            ours.close()
+            theirs.close()
+            raise EndpointError(f"cannot start the metrics process: {exc.strerror}") from None
+        theirs.close()
+        self._listen = listen  # kept open for ``address``; the child serves it
+        self._sock = ours
+        ready = select.select([ours], [], [], START_TIMEOUT_S)[0]
+        if not ready or _recv_exact(ours, 1) != b"R":
+            self.close()
+            raise EndpointError("the metrics process did not start")
+        self._thread = threading.Thread(target=self._serve, name="metrics-snapshot", daemon=True)
+        self._thread.start()
+        host, port = self.address
+        log.info("metrics on http://%s:%d/metrics", f"[{host}]" if ":" in host else host, port)
+        return host, port
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port."""
+        if self._listen is None:
+            raise RuntimeError("metrics process not started")
+        host, port = self._listen.getsockname()[:2]
+        return str(host), int(port)
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid while it runs."""
+        return self._child.pid if self._child is not None else None
+
+    def _serve(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        try:
+            while True:
+                if sock.recv(1) != b"?":  # waits without the interpreter lock
+                    return
+                _send_msg(sock, (snapshot(self._stats), gc.get_stats()))
+                self.scrapes += 1
+        except OSError:
+            return
+
+    def close(self) -> None:
+        """Stop the child and the thread and release the port; idempotent."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        child, self._child = self._child, None
+        if child is not None:
+            if child.poll() is None:
+                child.terminate()
+            try:
+                child.wait(timeout=5.0)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+        if self._listen is not None:
+            self._listen.close()
+            self._listen = None
+
+
+# -- the child ------------------------------------------------------------------------------------
+
+
+class SnapshotCollector:
+    """Asks the daemon for a snapshot at each collection; yields spikebridge_* and python_gc_*."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._build: dict[str, str] | None = None
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front (as BridgeCollector)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """One snapshot, as metric families; raises when the daemon does not answer in time."""
+        with self._lock:
+            self._sock.settimeout(SNAPSHOT_TIMEOUT_S)
+            self._sock.sendall(b"?")
+            stats, gc_stats = _recv_msg(self._sock)
+        collector = BridgeCollector(stats, self._build)
+        if self._build is None:
+            self._build = dict(collector._build)
+        yield from collector._families()
+        yield from _gc_families(gc_stats)
+
+
+def _gc_families(gc_stats: Sequence[dict[str, int]]) -> list[Metric]:
+    """The daemon's python_gc_* families, as prometheus_client's GCCollector names them."""
+    collected = CounterMetricFamily("python_gc_objects_collected", "Objects collected during gc",
+                                    labels=["generation"])
+    uncollectable = CounterMetricFamily("python_gc_objects_uncollectable",
+                                        "Uncollectable objects found during GC",
+                                        labels=["generation"])
+    collections = CounterMetricFamily("python_gc_collections",
+                                      "Number of times this generation was collected",
+                                      labels=["generation"])
+    for gen, st in enumerate(gc_stats):
+        collected.add_metric([str(gen)], st["collected"])
+        uncollectable.add_metric([str(gen)], st["uncollectable"])
+        collections.add_metric([str(gen)], st["collections"])
+    return [collected, uncollectable, collections]
+
+
+def child_main(argv: Sequence[str] | None = None) -> int:
+    """Serve until the snapshot socket closes: the daemon's metrics, formatted here."""
+    parser = argparse.ArgumentParser(prog="spikebridge-metrics")
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--snapshot-fd", type=int, required=True)
+    parser.add_argument("--pid", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="spikebridge metrics: %(message)s")
+    listen = socket.socket(fileno=args.listen_fd)
+    snap = socket.socket(fileno=args.snapshot_fd)
+    registry = CollectorRegistry()
+    ProcessCollector(pid=lambda: args.pid, registry=registry)  # the daemon's, not ours
+    PlatformCollector(registry=registry)  # the same interpreter as the daemon's
+    registry.register(SnapshotCollector(snap))
+    server = MetricsServer(registry=registry, sock=listen)
+    server.start()
+    snap.sendall(b"R")
+    # The daemon terminates us when it stops; if it dies, we are re-parented: stop then.
+    try:
+        while os.getppid() == args.pid:
+            time.sleep(0.5)
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as the child process
+    sys.exit(child_main())
