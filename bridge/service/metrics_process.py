@@ -4,7 +4,7 @@ Formatting an exposition takes about 1–2 ms of Python, under the interpreter l
 loop thread at SCHED_FIFO it waits for that lock, and its step lateness p99 grew 20–40x at 10
 scrapes a second (docs/operations.md). So the daemon keeps only a snapshot thread: on each
 scrape it copies the hot-path counters (plain ints and lists, tens of µs) and sends them down
-a socketpair. A child process owns the HTTP server (bridge.service.exporter), builds the
+a socketpair (as JSON). A child process owns the HTTP server (bridge.service.exporter), builds the
 metric families from the snapshot, adds the daemon's process_* metrics (read from /proc by
 its pid) and formats the exposition. Connections, slow clients and formatting all live there.
 
@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import json
 import logging
 import os
-import pickle
 import select
 import socket
 import struct
@@ -53,42 +53,78 @@ START_TIMEOUT_S = 30.0
 # -- the snapshot (daemon side) -----------------------------------------------------------------
 
 
-def _copy_hist(h: Histogram) -> Histogram:
-    c = Histogram.__new__(Histogram)
-    c.edges_ns, c.counts, c.sum_ns, c.count = h.edges_ns, list(h.counts), h.sum_ns, h.count
-    return c
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-able data: Histograms and EndpointStats become tagged dicts."""
+    if value is None or isinstance(value, int | float | str):
+        return value
+    if isinstance(value, Histogram):
+        return {"__hist__": [list(value.edges_ns), list(value.counts), value.sum_ns, value.count]}
+    if isinstance(value, EndpointStats):
+        return {"__ep__": {n: _plain(getattr(value, n)) for n in EndpointStats.__slots__}}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in list(value.items())}
+    return None  # nothing else is exported
 
 
-def _copy_endpoint(e: EndpointStats) -> EndpointStats:
-    c = EndpointStats.__new__(EndpointStats)
-    for name in EndpointStats.__slots__:
-        setattr(c, name, getattr(e, name))
-    c.drops = list(e.drops)
-    c.one_way = _copy_hist(e.one_way)
-    return c
+def _unplain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__hist__" in value:
+        edges, counts, sum_ns, count = value["__hist__"]
+        h = Histogram.__new__(Histogram)
+        h.edges_ns, h.counts, h.sum_ns, h.count = tuple(edges), counts, sum_ns, count
+        return h
+    if "__ep__" in value:
+        e = EndpointStats.__new__(EndpointStats)
+        for name, v in value["__ep__"].items():
+            setattr(e, name, _unplain(v))
+        return e
+    return {k: _unplain(v) for k, v in value.items()}
 
 
-def snapshot(stats: BridgeStats) -> BridgeStats:
-    """A detached copy of ``stats`` (plain values only, picklable), plus the daemon's GC stats."""
-    c = BridgeStats.__new__(BridgeStats)
+def snapshot(stats: BridgeStats) -> bytes:
+    """The counters of ``stats`` and the interpreter's GC stats, now, as JSON bytes.
+
+    JSON, not pickle: nothing that crosses a socket is unpickled in this project.
+    """
+    doc: dict[str, Any] = {}
     for name in BridgeStats.__slots__:
-        setattr(c, name, getattr(stats, name))
-    c.inputs = [_copy_endpoint(e) for e in list(stats.inputs)]
-    c.outputs = [_copy_endpoint(e) for e in list(stats.outputs)]
-    c.step_lateness = _copy_hist(stats.step_lateness)
-    c.frame_latency = {p: _copy_hist(h) for p, h in list(stats.frame_latency.items())}
-    c.realtime_refused = dict(stats.realtime_refused)
+        value = getattr(stats, name)
+        if name in ("inputs", "outputs"):
+            doc[name] = []
+            for ep in list(value):  # let go of the interpreter between endpoints
+                doc[name].append(_plain(ep))
+                os.sched_yield()
+        elif name != "recorder":
+            doc[name] = _plain(value)
     rec = stats.recorder
-    c.recorder = None if rec is None else SimpleNamespace(
-        frames_written=rec.frames_written, bytes_written=rec.bytes_written, files=rec.files,
-        write_errors=rec.write_errors, dropped_frames=rec.dropped_frames,
-        lost_frames=rec.lost_frames, paused=None if rec.paused is None else True,
-    )
-    return c
+    doc["recorder"] = None if rec is None else {
+        "frames_written": rec.frames_written, "bytes_written": rec.bytes_written,
+        "files": rec.files, "write_errors": rec.write_errors,
+        "dropped_frames": rec.dropped_frames, "lost_frames": rec.lost_frames,
+        "paused": rec.paused is not None,
+    }
+    return json.dumps({"stats": doc, "gc": gc.get_stats()}, separators=(",", ":")).encode()
 
 
-def _send_msg(sock: socket.socket, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def restore(data: bytes) -> tuple[BridgeStats, list[dict[str, int]]]:
+    """A BridgeStats holding the values of a ``snapshot``, and the GC stats."""
+    doc = json.loads(data)
+    st = BridgeStats.__new__(BridgeStats)
+    for name, value in doc["stats"].items():
+        if name in BridgeStats.__slots__:
+            setattr(st, name, _unplain(value))
+    rec = doc["stats"].get("recorder")
+    st.recorder = None if rec is None else SimpleNamespace(
+        **{**rec, "paused": True if rec["paused"] else None})
+    return st, list(doc["gc"])
+
+
+def _send_msg(sock: socket.socket, data: bytes) -> None:
     sock.sendall(_LEN.pack(len(data)) + data)
 
 
@@ -102,9 +138,9 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
-def _recv_msg(sock: socket.socket) -> Any:
+def _recv_msg(sock: socket.socket) -> bytes:
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
-    return pickle.loads(_recv_exact(sock, n))  # our own daemon, over a socketpair
+    return _recv_exact(sock, n)
 
 
 class MetricsProcess:
@@ -119,7 +155,7 @@ class MetricsProcess:
         self._child: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self._listen: socket.socket | None = None
-        self.scrapes = 0  # snapshots served (one per /metrics request)
+        self.scrapes = 0  # snapshots asked for (one per /metrics request)
 
     def start(self) -> tuple[str, int]:
         """Bind, start the child and the snapshot thread; EndpointError when the bind fails."""
@@ -181,8 +217,8 @@ class MetricsProcess:
             while True:
                 if sock.recv(1) != b"?":  # waits without the interpreter lock
                     return
-                _send_msg(sock, (snapshot(self._stats), gc.get_stats()))
-                self.scrapes += 1
+                self.scrapes += 1  # before the answer: a client may count on it once answered
+                _send_msg(sock, snapshot(self._stats))
         except OSError:
             return
 
@@ -230,7 +266,7 @@ class SnapshotCollector:
         with self._lock:
             self._sock.settimeout(SNAPSHOT_TIMEOUT_S)
             self._sock.sendall(b"?")
-            stats, gc_stats = _recv_msg(self._sock)
+            stats, gc_stats = restore(_recv_msg(self._sock))
         collector = BridgeCollector(stats, self._build)
         if self._build is None:
             self._build = dict(collector._build)

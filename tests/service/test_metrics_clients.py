@@ -147,3 +147,26 @@ def test_head_metrics_answers_like_get_without_a_body(daemon: Daemon) -> None:
     assert head.startswith(b"HTTP/1.1 200")
     length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
     assert length > 1000 and rest == b""
+
+
+def test_the_exporter_process_does_not_outlive_a_killed_daemon(daemon: Daemon) -> None:
+    pid = daemon.proc.pid
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        children = [int(c) for c in f.read().split()]
+    assert len(children) == 1  # the exporter
+    child = children[0]
+    daemon.proc.kill()
+    daemon.proc.wait()
+    end = time.monotonic() + 10
+    while time.monotonic() < end and running(child):
+        time.sleep(0.05)
+    assert not running(child), "the exporter process outlived its daemon"
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (exited, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
