@@ -1,17 +1,18 @@
 """The metrics exporter in a process of its own, so that scrapes never hold the loop's interpreter.
 
-Formatting an exposition takes about 1–2 ms of Python, under the interpreter lock: with the
-loop thread at SCHED_FIFO it waits for that lock, and its step lateness p99 grew 20–40x at 10
+Formatting an exposition takes milliseconds of Python, under the interpreter lock: with the
+loop thread at SCHED_FIFO it waits for that lock, and its step lateness p99 grew 18-60x at 10
 scrapes a second (docs/operations.md). So the daemon keeps only a snapshot thread: on each
-scrape it copies the hot-path counters (plain ints and lists, tens of µs) and sends them down
-a socketpair (as JSON). A child process owns the HTTP server (bridge.service.exporter), builds the
-metric families from the snapshot, adds the daemon's process_* metrics (read from /proc by
-its pid) and formats the exposition. Connections, slow clients and formatting all live there.
+scrape it copies the hot-path counters (plain ints and lists) as JSON and sends them down a
+socketpair. A child process owns the HTTP server (bridge.service.exporter), builds the metric
+families from the snapshot, adds the daemon's process_* metrics (read from /proc by its pid)
+and formats the exposition. Connections, slow clients and formatting all live there.
 
 The parent binds the listening socket itself (a taken port is the daemon's exit 2) and hands
-it over; the child exits when the snapshot socket closes (the daemon stopped or died). The
-snapshot thread and the child are started before the loop raises itself to SCHED_FIFO. The
-thread never blocks the loop: it waits in recv (without the lock) and never writes to stats.
+it over; the parent terminates the child when it closes, and the child exits by itself when
+it is re-parented (the daemon died). The snapshot thread and the child are started before
+the loop raises itself to SCHED_FIFO. The thread never blocks the loop: it waits in recv
+(without the lock), never writes to the stats, and never unpickles or evaluates anything.
 """
 
 from __future__ import annotations
