@@ -224,8 +224,8 @@ def snapshot_cost(endpoints: int, repeats: int = 200) -> Quantiles:
     return Quantiles.of_ns(np.array(times, dtype=np.int64))
 
 
-def main(argv: Sequence[str]) -> int:
-    """Print lateness with and without scrapes, and the p99 ratio against the target."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench scrape", description=__doc__,
                             formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each phase (2)")
@@ -251,6 +251,12 @@ def main(argv: Sequence[str]) -> int:
                              "under the loop's interpreter lock) instead of the daemon's "
                              "exporter process")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print lateness with and without scrapes, and the p99 ratio against the target."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.rate <= 0 or args.endpoints < 1:
         parser.error("--seconds, --rounds, --rate and --endpoints must be positive")
