@@ -189,9 +189,14 @@ class MetricsProcess:
         self._listen = listen  # kept open for ``address``; the child serves it
         self._sock = ours
         ready = select.select([ours], [], [], START_TIMEOUT_S)[0]
-        if not ready or _recv_exact(ours, 1) != b"R":
+        greeting = ours.recv(1) if ready else b""
+        if greeting != b"R":
+            child = self._child
+            code = child.poll() if child is not None else None
             self.close()
-            raise EndpointError("the metrics process did not start")
+            why = (f"it exited with code {code}" if code is not None else
+                   f"no answer in {START_TIMEOUT_S:g} s" if not ready else f"it said {greeting!r}")
+            raise EndpointError(f"the metrics process did not start: {why}")
         self._thread = threading.Thread(target=self._serve, name="metrics-snapshot", daemon=True)
         self._thread.start()
         host, port = self.address
@@ -307,8 +312,8 @@ def child_main(argv: Sequence[str] | None = None) -> int:
     PlatformCollector(registry=registry)  # the same interpreter as the daemon's
     registry.register(SnapshotCollector(snap))
     server = MetricsServer(registry=registry, sock=listen)
+    snap.sendall(b"R")  # before serving: a scrape's request must not come first
     server.start()
-    snap.sendall(b"R")
     # The daemon terminates us when it stops; if it dies, we are re-parented: stop then.
     try:
         while os.getppid() == args.pid:

@@ -177,15 +177,21 @@ def test_the_run_summary_and_the_exit_show_unrouted_frames(tmp_path: Path) -> No
     proc = subprocess.Popen(
         [sys.executable, "-m", "bridge", "run",
          "--in", f"udp://127.0.0.1:{in_port}?neurons=10&offset=10",
-         "--out", f"udp://127.0.0.1:{out_port}?neurons=10", "--duration", "3"],
+         "--out", f"udp://127.0.0.1:{out_port}?neurons=10", "--duration", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    lines: list[str] = []
     try:
-        time.sleep(1.5)
+        assert proc.stdout is not None
+        for line in proc.stdout:  # wait until it runs, however loaded the machine is
+            lines.append(line)
+            if "running (" in line:
+                break
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for seq in range(2):
                 s.sendto(native([0, 1], seq=seq, neurons=10), ("127.0.0.1", in_port))
-        out, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=60)
+        out = "".join(lines) + rest
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -103,3 +103,36 @@ def test_the_child_goes_when_the_server_closes() -> None:
     while time.monotonic() < end and os.path.exists(f"/proc/{pid}"):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_scrapes_that_arrive_while_it_starts_do_not_break_the_start() -> None:
+    """A scraper polling the port (Prometheus, a readiness check) before the child is up."""
+    import threading
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = threading.Event()
+    answers: list[int] = []
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    answers.append(r.status)
+            except OSError:
+                time.sleep(0.001)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    srv = MetricsProcess("127.0.0.1", port, busy())
+    try:
+        srv.start()
+        end = time.monotonic() + 10
+        while not answers and time.monotonic() < end:
+            time.sleep(0.01)
+        assert answers and set(answers) == {200}
+    finally:
+        stop.set()
+        t.join(timeout=10)
+        srv.close()
