@@ -46,7 +46,8 @@ from bridge.service.metrics import BridgeCollector
 
 log = logging.getLogger(__name__)
 
-_LEN = struct.Struct("!I")
+_ASK = struct.Struct("!cI")     # b"?" and the request's number
+_REPLY = struct.Struct("!II")   # the request's number and the JSON's length
 SNAPSHOT_TIMEOUT_S = 2.0  # a daemon that cannot answer this fast is reported as a failed scrape
 START_TIMEOUT_S = 30.0
 
@@ -125,10 +126,6 @@ def restore(data: bytes) -> tuple[BridgeStats, list[dict[str, int]]]:
     return st, list(doc["gc"])
 
 
-def _send_msg(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(_LEN.pack(len(data)) + data)
-
-
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -137,11 +134,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
             raise EOFError("snapshot socket closed")
         buf += chunk
     return bytes(buf)
-
-
-def _recv_msg(sock: socket.socket) -> bytes:
-    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
-    return _recv_exact(sock, n)
 
 
 class MetricsProcess:
@@ -221,11 +213,13 @@ class MetricsProcess:
         assert sock is not None
         try:
             while True:
-                if sock.recv(1) != b"?":  # waits without the interpreter lock
+                ask, number = _ASK.unpack(_recv_exact(sock, _ASK.size))  # waits unlocked
+                if ask != b"?":
                     return
                 self.scrapes += 1  # before the answer: a client may count on it once answered
-                _send_msg(sock, snapshot(self._stats))
-        except OSError:
+                data = snapshot(self._stats)
+                sock.sendall(_REPLY.pack(number, len(data)) + data)
+        except (OSError, EOFError):
             return
 
     def close(self) -> None:
@@ -258,10 +252,13 @@ class MetricsProcess:
 class SnapshotCollector:
     """Asks the daemon for a snapshot at each collection; yields spikebridge_* and python_gc_*."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, timeout_s: float = SNAPSHOT_TIMEOUT_S) -> None:
         self._sock = sock
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._build: dict[str, str] | None = None
+        self._number = 0
+        self._buf = bytearray()  # bytes of replies read so far (a late one may be partial)
 
     def describe(self) -> list[Metric]:
         """Nothing up front (as BridgeCollector)."""
@@ -270,14 +267,40 @@ class SnapshotCollector:
     def collect(self) -> Iterator[Metric]:
         """One snapshot, as metric families; raises when the daemon does not answer in time."""
         with self._lock:
-            self._sock.settimeout(SNAPSHOT_TIMEOUT_S)
-            self._sock.sendall(b"?")
-            stats, gc_stats = restore(_recv_msg(self._sock))
+            stats, gc_stats = restore(self._ask())
         collector = BridgeCollector(stats, self._build)
         if self._build is None:
             self._build = dict(collector._build)
         yield from collector._families()
         yield from _gc_families(gc_stats)
+
+
+    def _ask(self) -> bytes:
+        """Ask for a snapshot and wait for its reply; a late reply to an earlier ask is skipped.
+
+        Replies are read into one buffer across calls, so a reply that missed its deadline
+        (a stalled daemon) neither breaks the stream nor answers a later scrape.
+        """
+        self._number = (self._number + 1) & 0xFFFFFFFF
+        self._sock.sendall(_ASK.pack(b"?", self._number))
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            while len(self._buf) >= _REPLY.size:
+                number, size = _REPLY.unpack_from(self._buf)
+                if len(self._buf) < _REPLY.size + size:
+                    break
+                data = bytes(self._buf[_REPLY.size:_REPLY.size + size])
+                del self._buf[:_REPLY.size + size]
+                if number == self._number:
+                    return data
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"the daemon sent no snapshot in {self._timeout_s:g} s")
+            self._sock.settimeout(left)
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                raise EOFError("the daemon closed the snapshot socket")
+            self._buf += chunk
 
 
 def _gc_families(gc_stats: Sequence[dict[str, int]]) -> list[Metric]:

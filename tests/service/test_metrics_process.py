@@ -136,3 +136,40 @@ def test_scrapes_that_arrive_while_it_starts_do_not_break_the_start() -> None:
         stop.set()
         t.join(timeout=10)
         srv.close()
+
+
+def test_a_late_snapshot_fails_its_scrape_and_never_answers_a_later_one() -> None:
+    """A stalled daemon: its scrape fails (500, then SpikebridgeDown), the next one is right."""
+    import struct
+    import threading
+
+    from bridge.service.metrics_process import SnapshotCollector
+
+    ask, reply = struct.Struct("!cI"), struct.Struct("!II")
+    child_end, daemon_end = socket.socketpair()
+    collector = SnapshotCollector(child_end, timeout_s=0.2)
+
+    def daemon() -> None:
+        for frames in (111, 222):
+            _, number = ask.unpack(daemon_end.recv(ask.size))
+            st = busy()
+            st.inputs[0].frames = frames
+            data = snapshot(st)
+            if frames == 111:
+                time.sleep(0.5)  # misses the scrape's deadline
+            daemon_end.sendall(reply.pack(number, len(data)) + data[:10])
+            daemon_end.sendall(data[10:])
+
+    t = threading.Thread(target=daemon, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(TimeoutError):
+            list(collector.collect())
+        time.sleep(0.5)  # the late reply is in the socket now
+        families = {f.name: f for f in collector.collect()}
+        received = families["spikebridge_frames_received"].samples
+        assert [s.value for s in received] == [222]
+    finally:
+        t.join(timeout=5)
+        child_end.close()
+        daemon_end.close()
