@@ -3,9 +3,9 @@
 The graph is read with the ``nir`` package and compiled by ``nir_exec`` into preallocated numpy
 arrays; each ``step`` advances it by one model step. Step semantics are the Brian2 processor's
 (docs/nir.md): the ids passed to ``step`` are this step's input spikes (1.0 in the merged input
-population, the graph's Input nodes concatenated in graph order, each flattened in C order), and
+population, the graph's Input nodes concatenated by node name, each flattened in C order), and
 the ids returned are the nonzero elements of the Output nodes after this same step (the output
-population, Output nodes concatenated in graph order). An empty step returns an empty array, so
+population, Output nodes concatenated by node name). An empty step returns an empty array, so
 the loop sends no frame, as for every processor.
 
 It must never read the clock, touch a socket or import torch, and never allocate per step

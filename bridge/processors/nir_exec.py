@@ -58,8 +58,8 @@ class Flat:
 
     nodes: dict[str, Any]
     edges: list[tuple[str, str]]
-    inputs: list[str]    # the top graph's Input nodes, in graph order
-    outputs: list[str]   # the top graph's Output nodes, in graph order
+    inputs: list[str]    # the top graph's Input nodes, by name
+    outputs: list[str]   # the top graph's Output nodes, by name
 
 
 def flatten_graph(graph: Any) -> Flat:
@@ -96,8 +96,9 @@ def flatten_graph(graph: Any) -> Flat:
             edges.append((resolve(prefix, g, src, "src"), resolve(prefix, g, dst, "dst")))
 
     walk("", graph)
-    top_in = [k for k, v in graph.nodes.items() if isinstance(v, nir.Input)]
-    top_out = [k for k, v in graph.nodes.items() if isinstance(v, nir.Output)]
+    # By name: a .nir file (HDF5) does not keep the order the graph was written in.
+    top_in = sorted(k for k, v in graph.nodes.items() if isinstance(v, nir.Input))
+    top_out = sorted(k for k, v in graph.nodes.items() if isinstance(v, nir.Output))
     # An inner graph's Input/Output nodes are plain pass-throughs once inlined.
     unique: list[tuple[str, str]] = []
     for e in edges:
@@ -232,7 +233,7 @@ class Neuron(Op):
         if self.v_reset is not None and not self.v_reset.any():
             self.v_reset = None  # reset to 0: a multiply by "not fired", 20x faster than copyto
         self.fired = np.zeros(shape, bool)
-        self.keep = np.zeros(shape, bool)
+        self.keep = np.zeros(shape, F32)
         self.out = np.zeros(shape, F32) if self.spiking else self.v
 
     def run(self) -> None:
@@ -258,14 +259,14 @@ class Neuron(Op):
         if self.c is not None:
             np.add(v, self.c, out=v)
         if self.spiking:
-            fired = self.fired
+            fired, out = self.fired, self.out
             np.greater(v, self.v_thr, out=fired)
-            if self.v_reset is None:
-                np.logical_not(fired, out=self.keep)
+            np.copyto(out, fired)
+            if self.v_reset is None:  # v *= 1 - z, all float32: a bool operand would be cast
+                np.subtract(1, out, out=self.keep)
                 np.multiply(v, self.keep, out=v)
             else:
                 np.copyto(v, self.v_reset, where=fired)
-            np.copyto(self.out, fired)
 
     def reset(self) -> None:
         """Membrane, current and output back to zero."""
@@ -310,7 +311,7 @@ class Delay(Op):
         depth = self.rows.shape[0]
         p = self.pos
         self.ring[p * n:(p + 1) * n] = self.src.reshape(-1)
-        np.take(self.ring, self.rows[p], out=self.out.reshape(-1))
+        np.take(self.ring, self.rows[p], out=self.out.reshape(-1), mode="clip")
         self.pos = (p + 1) % depth
 
     def reset(self) -> None:
@@ -361,13 +362,14 @@ class _Window(Op):
 
     def _im2col(self) -> None:
         np.copyto(self.interior, self.src.reshape(self.interior.shape))
-        np.take(self.padded.reshape(-1), self.index, out=self.cols.reshape(-1))
+        # mode="clip": with the default "raise", take buffers out (a full copy per call)
+        np.take(self.padded.reshape(-1), self.index, out=self.cols.reshape(-1), mode="clip")
 
 
 class Conv2d(_Window):
     """2-d cross-correlation as torch.nn.Conv2d (groups, stride, padding, dilation, bias)."""
 
-    __slots__ = ("bias", "groups", "out2", "weight")
+    __slots__ = ("bias", "groups", "mats", "out2", "weight")
 
     def __init__(self, name: str, node: Any, in_shape: Shape) -> None:
         super().__init__(name)
@@ -394,26 +396,31 @@ class Conv2d(_Window):
         self.groups = groups
         # Per group: (cout/g, cin/g*kh*kw) @ (cin/g*kh*kw, ho*wo); rows of cols are (c, ky, kx).
         self.weight = np.ascontiguousarray(weight.reshape(groups, cout // groups, -1))
-        self.bias = None if node.bias is None else _param(node.bias, (cout,),
-                                                          f"node {name!r}: bias")[:, None]
         self.out = np.zeros((cout, ho, wo), F32)
         self.out2 = self.out.reshape(groups, cout // groups, ho * wo)
+        # Spread to the whole output: a broadcast (cout, 1) operand makes numpy copy.
+        self.bias = None if node.bias is None or not np.any(node.bias) else np.ascontiguousarray(
+            np.broadcast_to(_param(node.bias, (cout,), f"node {name!r}: bias")[:, None],
+                            (cout, ho * wo)))
+        rows = self.cols.shape[0] // groups
+        # Per group, 2-d views: a 3-d (batched) matmul allocates.
+        self.mats = [(self.weight[i], self.cols[i * rows:(i + 1) * rows], self.out2[i])
+                     for i in range(groups)]
 
     def run(self) -> None:
         """im2col, one matmul per group, bias."""
         self._im2col()
-        g = self.groups
-        cols = self.cols.reshape(g, -1, self.cols.shape[1])
-        np.matmul(self.weight, cols, out=self.out2)
+        for w, cols, out in self.mats:
+            np.matmul(w, cols, out=out)
         if self.bias is not None:
-            out = self.out.reshape(self.out.shape[0], -1)
-            np.add(out, self.bias, out=out)
+            out2 = self.out.reshape(self.bias.shape)
+            np.add(out2, self.bias, out=out2)
 
 
 class Pool2d(_Window):
     """SumPool2d, or AvgPool2d (the sum divided by the kernel area, padding counted, as torch)."""
 
-    __slots__ = ("area", "mean", "pad", "slices", "views")
+    __slots__ = ("area", "flat", "mean")
 
     def __init__(self, name: str, node: Any, in_shape: Shape, mean: bool) -> None:
         super().__init__(name)
@@ -421,30 +428,21 @@ class Pool2d(_Window):
         stride = _pair(node.stride, f"node {name!r}: stride")
         py, px = _pair(node.padding, f"node {name!r}: padding")
         ho, wo = self._windows(in_shape, k, stride, (py, py, px, px), (1, 1))
+        c = in_shape[0]
         self.mean = mean
-        self.pad = (py, px) != (0, 0)
         self.area = F32(k[0] * k[1])
-        self.out = np.zeros((in_shape[0], ho, wo), F32)
-        # One strided view per kernel offset, summed into out: kh*kw adds, no gather.
-        self.slices = [(slice(None), slice(ky, ky + stride[0] * (ho - 1) + 1, stride[0]),
-                        slice(kx, kx + stride[1] * (wo - 1) + 1, stride[1]))
-                       for ky in range(k[0]) for kx in range(k[1])]
-        self.views: list[Array] = []
-
-    def bind(self) -> None:
-        """Views of the input (or of the padded copy) for each kernel offset."""
-        base = self.padded if self.pad else self.src
-        self.views = [base[sl] for sl in self.slices]
+        self.out = np.zeros((c, ho, wo), F32)
+        # im2col then a sum over the window axis (contiguous rows): measured faster than
+        # reductions of reshaped views and, unlike strided 3-d views, numpy does not buffer.
+        self.flat = self.out.reshape(c, 1, ho * wo)
 
     def run(self) -> None:
         """Sum each window (then divide for the average)."""
-        if self.pad:
-            np.copyto(self.interior, self.src)
         out = self.out
-        views = self.views
-        np.add(views[0], views[1], out=out) if len(views) > 1 else np.copyto(out, views[0])
-        for v in views[2:]:
-            np.add(out, v, out=out)
+        self._im2col()
+        c = out.shape[0]
+        np.sum(self.cols.reshape(c, -1, self.cols.shape[1]), axis=1, keepdims=True,
+               out=self.flat)
         if self.mean:
             np.divide(out, self.area, out=out)
 
@@ -469,12 +467,12 @@ class Program:
 
     @property
     def input_size(self) -> int:
-        """Neurons of the merged input population (all Input nodes, in graph order)."""
+        """Neurons of the merged input population (all Input nodes, by name)."""
         return int(self.input.size)
 
     @property
     def output_size(self) -> int:
-        """Neurons of the output population (all Output nodes, in graph order)."""
+        """Neurons of the output population (all Output nodes, by name)."""
         return sum(int(np.prod(s)) for s in self.output_shapes)
 
     def step(self) -> None:
