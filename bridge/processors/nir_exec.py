@@ -163,6 +163,11 @@ class Affine(Op):
         self.bias = None if bias is None else _param(bias, (self.weight.shape[0],),
                                                      f"node {name!r}: bias")
         self.out = np.zeros(self.weight.shape[0], F32)
+        self.reset()
+
+    def reset(self) -> None:
+        """Output W*0 + b: what a back edge (a recurrent weight) reads in the first step."""
+        self.out[...] = 0 if self.bias is None else self.bias
 
     def run(self) -> None:
         """Matrix-vector product into ``out``."""
@@ -402,10 +407,17 @@ class Conv2d(_Window):
         self.bias = None if node.bias is None or not np.any(node.bias) else np.ascontiguousarray(
             np.broadcast_to(_param(node.bias, (cout,), f"node {name!r}: bias")[:, None],
                             (cout, ho * wo)))
+        self.reset()
         rows = self.cols.shape[0] // groups
         # Per group, 2-d views: a 3-d (batched) matmul allocates.
         self.mats = [(self.weight[i], self.cols[i * rows:(i + 1) * rows], self.out2[i])
                      for i in range(groups)]
+
+    def reset(self) -> None:
+        """Output conv(0) + b, as Affine's: what a back edge reads in the first step."""
+        self.out[...] = 0
+        if self.bias is not None:
+            self.out.reshape(self.bias.shape)[...] = self.bias
 
     def run(self) -> None:
         """im2col, one matmul per group, bias."""
