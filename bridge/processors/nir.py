@@ -179,12 +179,14 @@ class NirProcessor(Processor):
         if prev.size:
             inp[prev] = 0.0
         if ids.size:
-            if int(ids.max()) >= inp.size:
+            try:  # numpy refuses an out-of-range index: no separate max() pass needed
+                if self._perm is not None:
+                    ids = self._perm[ids]
+                inp[ids] = 1.0
+            except IndexError:
                 self._prev = _EMPTY
-                raise ValueError(f"input id {int(ids.max())} >= input size {inp.size}")
-            if self._perm is not None:
-                ids = self._perm[ids]
-            inp[ids] = 1.0
+                inp[...] = 0.0
+                raise ValueError(f"input id {int(ids.max())} >= input size {inp.size}") from None
         self._prev = ids
         program.step()
         self.steps += 1
