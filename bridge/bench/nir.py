@@ -102,18 +102,22 @@ def time_bare(path: Path, pattern: list[npt.NDArray[np.uint32]]) -> float:
     """Seconds per step of the compiled graph, its input array written directly."""
     import nir
 
-    from bridge.processors.nir_exec import compile_graph
+    from bridge.processors.nir_exec import compile_graph, single_threaded_blas
 
     prog = compile_graph(nir.read(str(path)), MODEL_DT_MS * 1e-3)
     inp, step = prog.input, prog.step
-    t0 = time.perf_counter()
-    prev = pattern[0]
-    for ids in pattern:
-        inp[prev] = 0.0
-        inp[ids] = 1.0
-        prev = ids
-        step()
-    return (time.perf_counter() - t0) / len(pattern)
+    blas = single_threaded_blas()  # as the processor runs it
+    try:
+        t0 = time.perf_counter()
+        prev = pattern[0]
+        for ids in pattern:
+            inp[prev] = 0.0
+            inp[ids] = 1.0
+            prev = ids
+            step()
+        return (time.perf_counter() - t0) / len(pattern)
+    finally:
+        blas.restore_original_limits()
 
 
 def time_bridged(path: Path, pattern: list[npt.NDArray[np.uint32]], inputs: int) -> float:
@@ -123,10 +127,14 @@ def time_bridged(path: Path, pattern: list[npt.NDArray[np.uint32]], inputs: int)
     proc = NirProcessor.from_spec(str(path))
     proc.setup(inputs=inputs, dt_ns=1_000_000, params={"model_dt_ms": MODEL_DT_MS})
     step = proc.step
-    t0 = time.perf_counter()
-    for ids in pattern:
-        step(ids, 0)
-    return (time.perf_counter() - t0) / len(pattern)
+    try:
+        t0 = time.perf_counter()
+        for ids in pattern:
+            step(ids, 0)
+        return (time.perf_counter() - t0) / len(pattern)
+    finally:
+        proc.post_run()
+        proc.close()
 
 
 def time_torch(forward: Callable[[Any], Any], pattern: list[npt.NDArray[np.uint32]],

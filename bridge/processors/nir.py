@@ -24,7 +24,7 @@ import numpy as np
 from bridge.errors import ConfigError
 from bridge.frame import IdArray
 from bridge.processors.base import Processor
-from bridge.processors.nir_exec import Program, compile_graph
+from bridge.processors.nir_exec import Program, compile_graph, single_threaded_blas
 
 log = logging.getLogger("spikebridge.nir")
 
@@ -87,6 +87,7 @@ class NirProcessor(Processor):
         self._perm: IdArray | None = None
         self._views: list[Any] = []
         self._offsets: list[int] = []
+        self._blas: Any = None
 
     @classmethod
     def from_spec(cls, arg: str) -> NirProcessor:
@@ -137,6 +138,8 @@ class NirProcessor(Processor):
         on_progress(f"building {self.label}")
         program, self._perm = self._compile(inputs, dt_ns, params)
         self.program = program
+        if self._blas is None:  # one BLAS thread while this processor lives (nir_exec)
+            self._blas = single_threaded_blas()
         self._inp = program.input
         self._views = [v.reshape(-1) for v in program.output_views]
         offsets, acc = [], 0
@@ -210,6 +213,9 @@ class NirProcessor(Processor):
                      self.steps, self.out_spikes)
 
     def close(self) -> None:
-        """Drop the compiled graph."""
+        """Drop the compiled graph; give BLAS its threads back."""
         self._running = False
         self.program = None
+        if self._blas is not None:
+            self._blas.restore_original_limits()
+            self._blas = None

@@ -305,3 +305,18 @@ def test_udp_through_the_daemon_same_step_and_delayed_outputs(tmp_path: Path,
     finally:
         rx.close()
         tx.close()
+
+
+def test_blas_runs_single_threaded_while_the_processor_lives(tmp_path: Path) -> None:
+    # BLAS worker threads would compete with the pinned loop thread for its CPU (nir_exec).
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    proc = proc_for(relay_lif(4), tmp_path, 4)
+    assert blas_threads() and all(n == 1 for n in blas_threads())
+    proc.close()
+    assert blas_threads() == before
