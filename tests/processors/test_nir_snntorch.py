@@ -17,6 +17,8 @@ import contextlib
 import copy
 import importlib.util
 import io
+import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from itertools import pairwise
@@ -386,3 +388,58 @@ def test_delay_matches_a_torch_delay_line_of_whole_steps() -> None:
     x = spikes((6,), 0.3, 20)
     ours, ref = run_ours(g, x), run_torch(step, x)
     assert agreement("Delay vs a torch delay line", ours, ref) == 0
+
+
+@pytest.mark.integration
+def test_example_closed_loop_edvs_emulator_to_conv_snn_to_motors(tmp_path: Path,
+                                                                daemon: Any) -> None:
+    # examples/nir_conv.toml as shipped, with its files in tmp_path: the eDVS emulator's bar
+    # sweeps left to right; motor 0 (left half) and motor 1 (right half) take turns.
+    import subprocess
+    import sys
+
+    from bridge.codecs.native import NativeCodec
+    from bridge.testing import free_udp_port
+
+    ex = _example()
+    with contextlib.redirect_stdout(io.StringIO()):
+        ex.export(str(tmp_path / "nir_conv.nir"))
+    link, port = tmp_path / "edvs", free_udp_port()
+    text = (EXAMPLES / "nir_conv.toml").read_text()
+    assert "serial:/tmp/edvs?" in text and "127.0.0.1:9103" in text
+    (tmp_path / "nir_conv.toml").write_text(
+        text.replace("serial:/tmp/edvs?", f"serial:{link}?").replace("9103", str(port)))
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", port))
+    # 20000 events/s, 256 per column: the bar crosses the 128 columns in 1.6 s
+    emu = subprocess.Popen([sys.executable, "-m", "bridge", "emulate", "edvs", "--link",
+                            str(link), "--pattern", "bar", "--rate", "20000", "--autostart",
+                            "--duration", "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert emu.stdout is not None and emu.stdout.readline().strip() == str(link)
+        d = daemon(str(tmp_path / "nir_conv.toml"))
+        codec = NativeCodec(2)
+        rx.settimeout(30)  # start-up
+        rx.recv(65536)  # the first answer: a backlog of events queued while it started
+        t0 = time.monotonic() + 0.5
+        spikes_at: list[tuple[float, int]] = []
+        while (now := time.monotonic()) < t0 + 3.5:
+            rx.settimeout(max(0.01, t0 + 3.5 - now))
+            try:
+                data = rx.recv(65536)
+            except TimeoutError:
+                break
+            if now >= t0:
+                spikes_at += [(now - t0, i) for i in codec.decode(data).ids.tolist()]
+        assert d.stop() == 0, d.output
+    finally:
+        emu.terminate()
+        emu.wait(10)
+        rx.close()
+    # 0.4 s bins (a quarter of a sweep): some dominated by the left motor, some by the right
+    bins = np.zeros((9, 2))
+    for t, i in spikes_at:
+        bins[min(int(t / 0.4), 8), i] += 1
+    left = int(((bins[:, 0] >= 3 * bins[:, 1]) & (bins[:, 0] >= 3)).sum())
+    right = int(((bins[:, 1] >= 3 * bins[:, 0]) & (bins[:, 1] >= 3)).sum())
+    assert left >= 1 and right >= 1, bins.tolist()
