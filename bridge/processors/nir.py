@@ -193,11 +193,11 @@ class NirProcessor(Processor):
         self._prev = ids
         program.step()
         self.steps += 1
-        views = self._views
+        views = self._views  # flat views: nonzero() on them is flatnonzero without its ravel
         if len(views) == 1:
-            out = np.flatnonzero(views[0]).astype(np.uint32)
+            out = views[0].nonzero()[0].astype(np.uint32)
         else:
-            out = np.concatenate([np.flatnonzero(v) + off
+            out = np.concatenate([v.nonzero()[0] + off
                                   for v, off in zip(views, self._offsets, strict=True)]
                                  ).astype(np.uint32)
         self.out_spikes += out.size
