@@ -115,13 +115,12 @@ def chain(*pairs: tuple[str, Any], shape_in: tuple[int, ...], shape_out: tuple[i
     return nir.NIRGraph(nodes=nodes, edges=list(pairwise(names)))
 
 
-rng = np.random.default_rng(7)
-
 
 # -- through snnTorch's own NIR import -----------------------------------------------------------
 
 
 def test_affine_lif_matches_snntorch_import_spike_for_spike() -> None:
+    rng = np.random.default_rng(30)  # per test: figures independent of test order
     w = rng.normal(0.3, 0.6, (16, 32)).astype(np.float32)
     b = rng.normal(0.0, 0.05, 16).astype(np.float32)
     g = chain(("fc", nir.Affine(w, b)), ("lif", lif((16,), 1e-3)),
@@ -133,6 +132,7 @@ def test_affine_lif_matches_snntorch_import_spike_for_spike() -> None:
 
 
 def test_linear_cubalif_matches_snntorch_import_spike_for_spike() -> None:
+    rng = np.random.default_rng(31)  # per test: figures independent of test order
     w = rng.normal(0.2, 0.5, (12, 20)).astype(np.float32)
     tau_syn, tau_mem = np.full(12, 5e-4), np.full(12, 2e-3)
     cuba = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / DT, v_leak=np.zeros(12),
@@ -145,6 +145,7 @@ def test_linear_cubalif_matches_snntorch_import_spike_for_spike() -> None:
 
 
 def test_lif_with_an_input_gain_matches_snntorch_imports_rescaled_threshold() -> None:
+    rng = np.random.default_rng(32)  # per test: figures independent of test order
     # r = 1 gives an input gain r*dt/tau != 1: snnTorch divides the threshold by it instead
     # of scaling the input; in exact arithmetic the same spikes, in float32 close to it.
     w = rng.normal(0.5, 0.5, (16, 32)).astype(np.float32)
@@ -158,6 +159,7 @@ def test_lif_with_an_input_gain_matches_snntorch_imports_rescaled_threshold() ->
 
 
 def test_conv_pool_flatten_matches_snntorch_import_spike_for_spike() -> None:
+    rng = np.random.default_rng(33)  # per test: figures independent of test order
     c, h, w = 2, 12, 16
     conv = nir.Conv2d(input_shape=(h, w), weight=rng.random((4, c, 3, 3)).astype(np.float32),
                       stride=1, padding=1, dilation=1, groups=1,
@@ -183,6 +185,7 @@ def test_conv_pool_flatten_matches_snntorch_import_spike_for_spike() -> None:
 
 
 def test_strided_padded_conv_output_matches_torch_through_snntorch_import() -> None:
+    rng = np.random.default_rng(34)  # per test: figures independent of test order
     # A non-spiking output: the Conv2d values themselves, stride 2, padding 2, dilation 2.
     conv = nir.Conv2d(input_shape=(13, 17), weight=rng.normal(0, 1, (3, 2, 5, 5)).astype(
         np.float32), stride=2, padding=2, dilation=2, groups=1,
