@@ -502,11 +502,19 @@ class Program:
         """Neurons of the output population (all Output nodes, by name)."""
         return sum(int(np.prod(s)) for s in self.output_shapes)
 
+    def __post_init__(self) -> None:
+        # The bound methods one step calls, gathers only where several edges meet.
+        self.calls: list[Callable[[], None]] = []
+        for op in self.ops:
+            if len(op.sources) > 1:
+                self.calls.append(op.gather)
+            if type(op) is not Op:
+                self.calls.append(op.run)
+
     def step(self) -> None:
         """Advance every node one step, in order, in place."""
-        for op in self.ops:
-            op.gather()
-            op.run()
+        for call in self.calls:
+            call()
 
     def reset(self) -> None:
         """Every state back to zero."""

@@ -233,6 +233,17 @@ def test_a_time_constant_below_dt_is_refused(tmp_path: Path) -> None:
     assert proc.preflight(inputs=2, dt_ns=DT_NS, params={"model_dt_ms": 0.25}) == 2
 
 
+def test_relay_mode_is_refused_in_the_config() -> None:
+    from bridge.config import build_config
+
+    doc = {"bridge": {"processor": "nir:m.nir", "mode": "relay"},
+           "input": ["udp://127.0.0.1:9?format=native&neurons=4"]}
+    with pytest.raises(ConfigError, match="nir processor runs in stepped mode only"):
+        build_config(doc)
+    doc["bridge"] = {"processor": "nir:m.nir"}
+    assert build_config(doc).mode == "stepped"  # the default for nir:
+
+
 def test_missing_or_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         processor_from_spec(f"nir:{tmp_path / 'none.nir'}")
