@@ -41,7 +41,8 @@ class Processor(ABC):
 
     def preflight(self, *, inputs: int, dt_ns: int | None, params: Mapping[str, Any]) -> int | None:
         """Build without compiling or opening anything and return the output population size,
-        or None when it is only known after setup; ConfigError on anything setup would refuse."""
+        or None when it is only known after setup; ConfigError on anything setup would refuse.
+        """
         return None
 
     def configure(self, settings: Any) -> None:  # noqa: B027 - optional hook, empty by default

@@ -210,6 +210,31 @@ def test_unsupported_node_is_a_config_error_naming_node_type_and_the_supported_l
         proc.setup(inputs=8, dt_ns=DT_NS, params={})
 
 
+def test_a_config_naming_an_unsupported_graph_fails_preflight_as_check_calls_it(
+        tmp_path: Path) -> None:
+    # What check does in the preflight branch: load the config, build the processor from its
+    # spec, configure it, preflight it with the config's inputs, dt and params.
+    from bridge.config import load_config
+
+    g = nir.NIRGraph(
+        nodes={"input": nir.Input(np.array([1, 8])),
+               "odd": nir.Conv1d(input_shape=8, weight=np.ones((1, 1, 3)), stride=1, padding=0,
+                                 dilation=1, groups=1, bias=np.zeros(1)),
+               "output": nir.Output(np.array([1, 6]))},
+        edges=[("input", "odd"), ("odd", "output")])
+    write(g, tmp_path, "model.nir")
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text('[bridge]\nprocessor = "nir:model.nir"\ndt_ms = 1.0\n'
+                        '[[input]]\nurl = "udp://127.0.0.1:9?format=native&neurons=8"\n'
+                        "[processor.params]\nmodel_dt_ms = 0.5\n")
+    cfg = load_config(str(cfg_path))
+    assert cfg.processor == f"nir:{tmp_path / 'model.nir'}"  # relative to the config file
+    proc = processor_from_spec(cfg.processor)
+    proc.configure(cfg.section("nir"))
+    with pytest.raises(ConfigError, match=r"node 'odd' is a Conv1d"):
+        proc.preflight(inputs=8, dt_ns=cfg.dt_ns, params=cfg.params)
+
+
 def test_preflight_gives_the_output_size_and_refuses_what_setup_refuses(tmp_path: Path) -> None:
     proc = processor_from_spec(f"nir:{write(relay_lif(5), tmp_path)}")
     assert proc.preflight(inputs=5, dt_ns=DT_NS, params={}) == 5
