@@ -541,17 +541,14 @@ def node_type(node: Any) -> str:
     return type(node).__name__
 
 
-def _order(names: Sequence[str], edges: Iterable[tuple[str, str]], roots: Sequence[str]
-           ) -> list[str]:
+def _order(names: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
     """Execution order: topological, with a cycle broken at its first reachable node."""
     preds: dict[str, list[str]] = {n: [] for n in names}
-    succs: dict[str, list[str]] = {n: [] for n in names}
     for s, d in edges:
         preds[d].append(s)
-        succs[s].append(d)
     done: set[str] = set()
     order: list[str] = []
-    pending = [n for n in names if n not in done]
+    pending = list(names)
     while len(order) < len(names):
         ready = [n for n in pending if n not in done and all(p in done for p in preds[n])]
         if not ready:  # a cycle: run the first node that has some input computed already
@@ -583,7 +580,7 @@ def compile_graph(graph: Any, dt: float) -> Program:
     preds: dict[str, list[str]] = {n: [] for n in flat.nodes}
     for s, d in flat.edges:
         preds[d].append(s)
-    order = _order(list(flat.nodes), flat.edges, flat.inputs)
+    order = _order(list(flat.nodes), flat.edges)
 
     in_shapes: list[Shape] = []
     for name in flat.inputs:
