@@ -179,6 +179,12 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
         raise ConfigError(f"format {fmt!r} is not available in this build", key=f"{url}: format")
     neurons = _int_param(url, "neurons", params.pop("neurons", "0"), 0, 2**32 - 1)
     offset = _int_param(url, "offset", params.pop("offset", "0"), 0, 2**32 - 1)
+    if offset + neurons > 2**32:
+        raise ConfigError(
+            f"offset={offset} with neurons={neurons} gives ids up to {offset + neurons - 1}, "
+            f"beyond the 32-bit id range (offset + neurons must be <= 2**32)",
+            key=f"{url}: offset",
+        )
     name = params.pop("name", f"{role}{index}")
     if not name or not all(c.isalnum() or c in "_-.:" for c in name):
         raise ConfigError(

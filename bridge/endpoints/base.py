@@ -2,11 +2,15 @@
 
 An endpoint moves bytes only. It never decodes, never blocks the real-time loop (sockets and
 devices are non-blocking) and never raises out of ``recv``/``send`` for a peer's behaviour:
-a refused send returns False and the caller counts it.
+a refused send returns False and the caller counts it. When the peer itself refused it (an ICMP
+port-unreachable, reported as ECONNREFUSED on a connected socket's next send or receive), the
+endpoint also counts it in ``refused`` (``note_refusal``): the loop then books the send as
+``peer_unreachable`` and reports the peer down, apart from a fault of the bridge's own.
 """
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -15,6 +19,9 @@ from bridge.endpoints.url import EndpointURL
 
 Address = Any  # a socket address tuple, or None for endpoints without peers
 
+# What a connected socket's send reports once the peer answered with ICMP port-unreachable.
+PEER_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED})
+
 
 class Endpoint(ABC):
     """A non-blocking transport: inputs are polled by ``fileno``, outputs written by ``send``."""
@@ -22,6 +29,7 @@ class Endpoint(ABC):
     scheme: ClassVar[str]
     KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help
     datagram: ClassVar[bool] = True  # False for byte streams: recv returns chunks to a decoder
+    refused = 0  # sends the peer refused since open (see note_refusal); the loop reads it
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         if role not in ("in", "out"):
@@ -47,7 +55,20 @@ class Endpoint(ABC):
 
     @abstractmethod
     def send(self, data: bytes) -> bool:
-        """Hand ``data`` to the kernel without blocking; False when it was refused."""
+        """Hand ``data`` to the kernel without blocking; False when it was refused.
+
+        An endpoint whose peer can refuse calls ``note_refusal(exc)`` before returning False.
+        """
+
+    def note_refusal(self, exc: OSError) -> bool:
+        """Count ``exc`` in ``refused`` when it says the peer refused (ECONNREFUSED); True if so."""
+        if exc.errno in PEER_REFUSED_ERRNOS:
+            self.refused += 1
+            self.refusal = exc.strerror or "connection refused"
+            return True
+        return False
+
+    refusal = ""  # the last refusal's message, for the log
 
     def reopen(self, now_ns: int) -> bool:
         """Called by the loop while this endpoint is down; True once it is open again.

@@ -86,6 +86,9 @@ class StatusLine:
             f"{sum(s.frames for s in stats.outputs)} out, "
             f"{sum(s.dropped() for s in (*stats.inputs, *stats.outputs))} dropped"
         )
+        unrouted = sum(s.unrouted for s in stats.inputs) + stats.processor_unrouted
+        if unrouted:
+            line += f", {unrouted} spikes unrouted"
         if stats.steps:
             line += f", {stats.steps} steps, {stats.deadline_misses} deadline misses"
         return line
