@@ -59,7 +59,7 @@ class OutputPort:
         self.send = ep.send  # bound once: the hot path calls it per datagram
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.span = Span(spec.offset, spec.offset + spec.neurons)
         self.whole = False
@@ -86,7 +86,7 @@ class OutputPort:
             if sent:
                 st.frames += 1
             else:
-                st.drops[_SEND_FAILED] += 1
+                st.drops[self.ep.refusal] += 1
                 ok = False
         if ok:
             st.spikes += spikes
@@ -117,7 +117,7 @@ class OutputPort:
                 st.frames += 1
                 st.spikes += spikes
             else:
-                st.drops[_SEND_FAILED] += 1
+                st.drops[self.ep.refusal] += 1
             return
         self.seq += len(datagrams)
         self._send_all(datagrams, spikes)
@@ -177,7 +177,7 @@ class InputPort:
         self.ep = ep
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.offset = spec.offset
         self.neurons = spec.neurons
@@ -406,7 +406,7 @@ class Bridge:
             port.allowed.clear()
             port.source = spec.source
             port.strict = bool(spec.keys)
-            port.codec = make_codec(spec)
+            port.codec = port.ep.bind_codec(make_codec(spec))
             port.max_age_ns = new.max_age_ns
             port.checks = (spec.source is not None or bool(getattr(port.codec, "has_seq", True))
                            or new.max_age_ns is not None)
@@ -774,6 +774,14 @@ class Bridge:
 
     def _refresh_endpoints(self, now: int) -> None:
         """Reopen endpoints that are down; copy kernel drops, loss and up/down into stats."""
+        for port in self.inputs:
+            port.ep.service(now)
+            port.stats.state = port.ep.state
+            port.stats.control = port.ep.control
+        for out in self.outputs:
+            out.ep.service(now)
+            out.stats.state = out.ep.state
+            out.stats.control = out.ep.control
         for port in self.inputs:
             if port.down and port.ep.reopen(now):
                 port.down = False

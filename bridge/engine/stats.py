@@ -7,6 +7,7 @@ these objects at scrape time; a torn read of a counter that is being incremented
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.errors import DROP_REASONS, REASON_INDEX
@@ -73,8 +74,8 @@ class EndpointStats:
     """Counters of one endpoint. For inputs, received = accepted + sum(drops) always holds."""
 
     __slots__ = (
-        "accepted", "direction", "drops", "frames", "lost", "name", "one_way", "reordered",
-        "spikes", "up",
+        "accepted", "control", "direction", "drops", "frames", "lost", "name", "one_way",
+        "reordered", "spikes", "state", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:
@@ -90,6 +91,8 @@ class EndpointStats:
         self.reordered = 0   # accepted but arrived after a later sequence number
         self.one_way = Histogram()
         self.up = 1          # 0 while the transport is gone and the loop is reopening it
+        self.state = ""      # the endpoint's protocol state (spinnaker: waiting ... running)
+        self.control: Mapping[str, int] = {}  # its control messages by result (handshakes)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for ``reason`` (a DROP_REASONS name); not for the hot path."""
