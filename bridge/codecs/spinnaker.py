@@ -174,9 +174,10 @@ class SpinnakerCodec(Codec):
     needs_neurons: ClassVar[bool] = True
     has_seq: ClassVar[bool] = False
 
-    def __init__(self, neurons: int, *, full_keys: bool = False) -> None:
+    def __init__(self, neurons: int, *, full_keys: bool = False, raw: bool = False) -> None:
         super().__init__(neurons)
         self.full_keys = full_keys
+        self.raw = raw  # SPIF output: bare little-endian 32-bit keys, no EIEIO header
         self.table: KeyTable | None = None
         self.running = False
         self.why = "no database yet"  # why frames are refused while not running
@@ -204,7 +205,12 @@ class SpinnakerCodec(Codec):
         table = self.table
         if not self.running or table is None:
             raise DecodeError("not_running", self.why)
-        keys = self._wire.decode(data).ids
+        if self.raw:
+            if len(data) % 4:
+                raise DecodeError("truncated", f"{len(data)} bytes are not whole 32-bit keys")
+            keys = np.frombuffer(data, dtype="<u4")
+        else:
+            keys = self._wire.decode(data).ids
         if not keys.size:
             return SpikeFrame(0, NO_SEQ, 0, keys)
         atoms = table.atoms_of(keys.astype(np.int64))

@@ -47,6 +47,7 @@ from bridge.codecs.spinnaker import (
     scp_reply_ok,
 )
 from bridge.endpoints.base import Address, Endpoint
+from bridge.endpoints.spif import SPIF_OUT_PORT, start_command, stop_command
 from bridge.endpoints.spinnaker_db import DatabaseReader, OutputTag, Snapshot
 from bridge.endpoints.url import EndpointURL
 from bridge.errors import REASON_INDEX, DecodeError, EndpointError
@@ -61,7 +62,7 @@ NOTIFY_WARN_NS = 30_000_000_000   # say once that no notification came
 _NOT_RUNNING = REASON_INDEX["not_running"]
 _SEND_FAILED = REASON_INDEX["send_failed"]
 _DONTWAIT = socket.MSG_DONTWAIT
-_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+SPIF_EVENTS, SPIF_TICK_US = 32, 500  # SPIFLiveSpikesConnection's defaults
 
 # Endpoint states (a small fixed set: they are metric label values).
 WAITING, READING, TAGGING, READY, RUNNING, STOPPED, DOWN = (
@@ -326,6 +327,8 @@ class SpinnakerEndpoint(Endpoint):
         "board_port": "the board's SCP/SDP port (default 17893)",
         "full_keys": "outputs: 1 to send 32-bit routing keys, 0 for 16-bit atom ids (default)",
         "toolchain": "CIDRs the notification may come from (default 127.0.0.0/8,::1)",
+        "spif": "inputs: HOST[:PORT] of a SPIF board whose output carries this label's keys "
+                "(started at START, stopped at STOP; default port 3332)",
     }
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
@@ -339,7 +342,7 @@ class SpinnakerEndpoint(Endpoint):
         if codec_keys:
             raise ValueError(f"{url}: {', '.join(codec_keys)} do(es) not apply: spinnaker "
                              "endpoints take keys and cores from the toolchain's database")
-        for key, applies in (("tag", "in"), ("full_keys", "out")):
+        for key, applies in (("tag", "in"), ("full_keys", "out"), ("spif", "in")):
             if key in options and role != applies:
                 raise ValueError(f"{url}: {key}= applies to "
                                  f"{'inputs' if applies == 'in' else 'outputs'} only")
@@ -364,7 +367,17 @@ class SpinnakerEndpoint(Endpoint):
         self.allow = tuple(allow)
         neurons = url.params.get("neurons", "0")
         self.neurons = int(neurons, 0) if neurons.strip().lstrip("-").isdigit() else 0
-        self.codec = SpinnakerCodec(self.neurons, full_keys=self.full_keys)
+        self.spif: tuple[str, int] | None = None
+        if "spif" in options:
+            if "tag" in options:
+                raise ValueError(f"{url}: tag= does not apply with spif=: SPIF streams to "
+                                 "whoever sent its start command")
+            text = options["spif"]
+            if ":" not in text or text.endswith("]"):
+                text = f"{text}:{SPIF_OUT_PORT}"
+            self.spif = _host_port(url, "spif", text)
+        self.codec = SpinnakerCodec(self.neurons, full_keys=self.full_keys,
+                                    raw=self.spif is not None)
         self.state = WAITING
         self.control: dict[str, int] = {}
         self.why = ""
@@ -390,7 +403,7 @@ class SpinnakerEndpoint(Endpoint):
             self.listener = _listener(self.notify, self.allow, self)
             for fd in self.listener.fds():
                 self._poll.register(fd, select.EPOLLIN)
-            if self.role == "out" or self.tag_mode == "set":
+            if self.role == "out" or self.tag_mode == "set" or self.spif is not None:
                 self._bind(self.bind_to)
         except BaseException:
             self.close()
@@ -489,6 +502,11 @@ class SpinnakerEndpoint(Endpoint):
     _sdp: tuple[int, int, int] | None = None
 
     def _apply_input(self, tag: OutputTag | None, snap: Snapshot) -> None:
+        if self.spif is not None:
+            self._set(READY)
+            log.info("spinnaker input %r: %d atoms, from SPIF %s:%d", self.label, self.neurons,
+                     *self.spif)
+            return
         if tag is None:
             self.mark_down(f"label {self.label!r} has no live output in {snap.path}: call "
                            "activate_live_output_for on it in the script")
@@ -537,6 +555,7 @@ class SpinnakerEndpoint(Endpoint):
         if self.state in (READY, STOPPED, RUNNING) and self.codec.table is not None:
             self.codec.running = True
             self._set(RUNNING)
+            self._spif_send(start_command(SPIF_EVENTS * 4, SPIF_TICK_US))
 
     def on_stop(self) -> None:
         """STOP/PAUSE: close the gate."""
@@ -544,6 +563,13 @@ class SpinnakerEndpoint(Endpoint):
         self.codec.why = "the simulation is stopped or paused (STOP/PAUSE)"
         if self.state == RUNNING:
             self._set(STOPPED)
+            self._spif_send(stop_command())
+
+    def _spif_send(self, data: bytes) -> None:
+        """SPIF output commands go from the receiving socket: SPIF streams to their sender."""
+        if self.spif is not None and self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.sendto(data, self.spif)
 
     def service_tag(self, now_ns: int) -> None:
         """tag=set: send IPTagSet until SCAMP answers OK; refresh it every 10 s while running."""

@@ -365,6 +365,8 @@ def test_endpoints_of_one_address_share_one_listener(notify: int) -> None:
     ("spinnaker://p?neurons=1&toolchain=nowhere", "in", "not a CIDR"),
     ("spinnaker://p?neurons=1&colour=red", "in", "unknown key(s) colour"),
     ("spif://127.0.0.1?neurons=4&width=2&height=2", "out", "spif:// is an input"),
+    ("spinnaker://p?neurons=1&spif=10.0.0.1&tag=set", "in", "tag= does not apply with spif="),
+    ("spinnaker://p?neurons=1&spif=10.0.0.1", "out", "spif= applies to inputs only"),
     ("spif://127.0.0.1?neurons=4&width=2&height=2&events=0", "in", "events must be a number"),
 ])
 def test_bad_urls_name_the_key(url: str, role: str, message: str) -> None:
@@ -446,6 +448,34 @@ def test_spif_input_starts_the_stream_repeats_and_stops() -> None:
         ep.close()
     assert board.recv() == stop_command()
     board.close()
+
+
+def test_spif_key_streams_a_labels_keys_between_start_and_stop(tmp_path: Path,
+                                                                notify: int) -> None:
+    spif = UdpPeer()  # stands in for spiffer's output-command socket
+    db = Db({"pop": Pop(KEYS)}).write(tmp_path / "spif.db")  # SPIF output needs no IP tag
+    ep = opened(f"spinnaker://pop?notify=127.0.0.1:{notify}&neurons=8&bind=127.0.0.1:0"
+                f"&spif=127.0.0.1:{spif.port}")
+    tc = Toolchain(notify)
+    try:
+        tc.notify(db)
+        drive([ep], until=lambda: ep.state == "ready")
+        assert spif.recv(0.1) is None  # nothing before the simulation starts
+        tc.send(START)
+        drive([ep], until=lambda: ep.state == "running")
+        cmd, addr = spif.sock.recvfrom(100)
+        assert cmd == start_command(128, 500) and addr == ep._sock.getsockname()
+        spif.sock.sendto(struct.pack("<3I", KEYS[4], KEYS[0], KEYS[4]), addr)
+        assert ep.codec.decode(recv_one(ep)).ids.tolist() == [4, 0, 4]
+        with pytest.raises(DecodeError, match="whole 32-bit keys"):
+            ep.codec.decode(b"\x01\x02\x03")
+        tc.send(STOP)
+        drive([ep], until=lambda: ep.state == "stopped")
+        assert spif.recv() == stop_command()
+    finally:
+        tc.close()
+        ep.close()
+        spif.close()
 
 
 # -- through the loop: metrics, STATUS= and the books ----------------------------------------
