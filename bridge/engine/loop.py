@@ -796,7 +796,7 @@ class Bridge:
         for port in self.inputs:
             port.account_overflow()
             reconnects += getattr(port.ep, "reconnects", 0)
-            port.stats.up = 0 if port.down else 1
+            port.stats.up = 0 if port.down or port.ep.state == "down" else 1
             if port.trackers:
                 port.stats.lost = sum(t.lost for t in port.trackers.values())
                 port.stats.reordered = sum(t.reordered for t in port.trackers.values())
@@ -808,7 +808,7 @@ class Bridge:
                 except EndpointError as exc:
                     out._lost(exc)
             reconnects += getattr(out.ep, "reconnects", 0)
-            out.stats.up = 0 if out.down else 1
+            out.stats.up = 0 if out.down or out.ep.state == "down" else 1
         self.stats.serial_reconnects = reconnects
 
     # -- shutdown -----------------------------------------------------------------------------

@@ -517,6 +517,11 @@ def test_through_the_loop_the_state_shows_in_metrics_and_status(tmp_path: Path,
         assert ('spikebridge_frames_dropped_total{endpoint="pop",reason="not_running"} 1.0'
                 in text)
         assert "pop" not in StatusLine()(0, rb.bridge.stats).split(";")[-1]
+        assert 'spikebridge_endpoint_up{endpoint="pop"} 1.0' in text
+        small = Db({"pop": Pop(KEYS[:7], lpg=("127.0.0.1", lpg_port, 1))}).write(tmp_path / "7.db")
+        tc.notify(small)  # the next run() has a smaller population: the endpoint goes down
+        assert wait_for(lambda: st.state == "down" and st.up == 0)
+        assert "pop down" in StatusLine()(0, rb.bridge.stats)
     finally:
         board.close()
         tc.close()

@@ -159,10 +159,10 @@ class Toolchain:
             if line is None:
                 break
             self.lines.append(line)
-            if line.startswith(("FAILED", "Traceback")):
-                break
             if line.startswith(word):
                 return line
+            if line.startswith(("FAILED", "Traceback")):
+                break
         tail = "\n".join(self.lines[-40:])
         pytest.fail(f"the toolchain did not say {word!r}:\n{tail}")
 
@@ -273,3 +273,27 @@ def test_numpy_and_brian2_still_import_beside_spynnaker() -> None:
     major, minor = (int(v) for v in out.split(".")[:2])
     assert (major, minor) < (2, 4)
     assert np.__version__ == out
+
+
+@pytest.mark.slow
+def test_an_ack_from_another_port_never_reaches_the_toolchain(tmp_path: Path) -> None:
+    """What docs/spinnaker.md says of a listener that replies from the wrong port."""
+    notify = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    notify.bind(("127.0.0.1", 0))
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    chain = Toolchain(tmp_path, notify.getsockname()[1], free_udp_port(), free_udp_port())
+    try:
+        chain.expect("DB")
+        notify.settimeout(30)
+        data, addr = notify.recvfrom(65536)
+        assert data[:2] == b"\x01\x40"
+        other.sendto(b"\x01\x40", addr)  # the right bytes, from the wrong port
+        t0 = time.monotonic()
+        line = chain.expect("FAILED", timeout=30)
+        assert "SpinnmanTimeoutException" in line and "waiting for external sources" in line
+        assert "timed out after 10 seconds" in line
+        assert time.monotonic() - t0 < 20  # [Database] wait_on_confirmation_timeout = 10
+    finally:
+        chain.close()  # kills it: its notification thread still blocks in receive
+        notify.close()
+        other.close()
