@@ -527,3 +527,41 @@ def test_through_the_loop_the_state_shows_in_metrics_and_status(tmp_path: Path,
         tc.close()
         rb.stop()
         out.close()
+
+
+def test_spikebridge_listen_prints_a_populations_atoms(tmp_path: Path, notify: int) -> None:
+    import json
+    import subprocess
+
+    from bridge.testing import spikebridge_cmd
+
+    lpg_port = free_udp_port()
+    db = Db({"pop": Pop(KEYS, lpg=("127.0.0.1", lpg_port, 1))}).write(tmp_path / "l.db")
+    proc = subprocess.Popen(spikebridge_cmd(
+        "listen", f"spinnaker://pop?notify=127.0.0.1:{notify}&neurons=8", "--json",
+        "--count", "1", "--timeout", "60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    tc = Toolchain(notify)
+    board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def acked() -> bool:  # the notification is repeated until the command is listening
+        try:
+            tc.notify(db)
+            return tc.ack() == DATABASE_ACK
+        except ConnectionRefusedError:  # the port is not bound yet (ICMP unreachable)
+            return False
+
+    try:
+        assert wait_for(acked, timeout=30, interval=0.5)
+        tc.send(START)
+        assert wait_for(lambda: (board.sendto(lpg([KEYS[6], KEYS[1]]), ("127.0.0.1", lpg_port)),
+                                 proc.poll())[1] is not None, timeout=30, interval=0.2)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert json.loads(out.splitlines()[0])["ids"] == [6, 1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        board.close()
+        tc.close()
