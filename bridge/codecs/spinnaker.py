@@ -51,6 +51,7 @@ SCP_RC_OK = 0x80
 SCP_OK_SIZE = 18  # LiveEventConnection's _SCP_OK_SIZE: pad, SDP header, rc, seq, 4 more bytes
 
 _U16 = struct.Struct("<H")
+_SMALL = 16  # keys per message below which dict lookups beat numpy (as in eieio.py)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def scp_reply_ok(data: bytes | bytearray | memoryview) -> bool | None:
 class KeyTable:
     """A population's atom <-> routing-key table, as the database lists it."""
 
-    __slots__ = ("atoms", "by_atom", "keys", "n_atoms")
+    __slots__ = ("atoms", "by_atom", "keys", "lookup", "n_atoms")
 
     def __init__(self, atoms: np.ndarray, keys: np.ndarray) -> None:
         if atoms.shape != keys.shape:
@@ -135,6 +136,9 @@ class KeyTable:
         by_atom = np.full(self.n_atoms, -1, dtype=np.int64)
         by_atom[atoms.astype(np.int64)] = keys
         self.by_atom = by_atom
+        # Small messages look keys up in a dict: a few numpy calls cost more than the lookups.
+        self.lookup: dict[int, int] = dict(zip(self.keys.tolist(), self.atoms.tolist(),
+                                               strict=True))
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -205,14 +209,28 @@ class SpinnakerCodec(Codec):
         table = self.table
         if not self.running or table is None:
             raise DecodeError("not_running", self.why)
+        keys: tuple[int, ...] | np.ndarray
         if self.raw:
             if len(data) % 4:
                 raise DecodeError("truncated", f"{len(data)} bytes are not whole 32-bit keys")
             keys = np.frombuffer(data, dtype="<u4")
+            if keys.size <= _SMALL:
+                keys = tuple(keys.tolist())
         else:
-            keys = self._wire.decode(data).ids
-        if not keys.size:
-            return SpikeFrame(0, NO_SEQ, 0, keys)
+            keys = self._wire.keys(data)
+        if isinstance(keys, tuple):
+            if not keys:
+                return SpikeFrame(0, NO_SEQ, 0, np.empty(0, dtype=np.uint32))
+            lookup = table.lookup
+            try:
+                found = [lookup[k] for k in keys]
+            except KeyError as exc:
+                raise DecodeError("id_out_of_range",
+                                  f"key 0x{exc.args[0]:08x} is not in the label's table") from None
+            if max(found) >= self.neurons:
+                raise DecodeError("id_out_of_range",
+                                  f"atom {max(found)} is not below neurons={self.neurons}")
+            return SpikeFrame(0, NO_SEQ, 0, np.array(found, dtype=np.uint32))
         atoms = table.atoms_of(keys.astype(np.int64))
         if int(atoms.max()) >= self.neurons:
             raise DecodeError("id_out_of_range",
