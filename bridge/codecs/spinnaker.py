@@ -52,6 +52,7 @@ SCP_OK_SIZE = 18  # LiveEventConnection's _SCP_OK_SIZE: pad, SDP header, rc, seq
 
 _U16 = struct.Struct("<H")
 _SMALL = 16  # keys per message below which dict lookups beat numpy (as in eieio.py)
+DICT_MAX = 1 << 17  # atoms up to which a table also keeps a dict for small messages
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,10 @@ class KeyTable:
         by_atom[atoms.astype(np.int64)] = keys
         self.by_atom = by_atom
         # Small messages look keys up in a dict: a few numpy calls cost more than the lookups.
-        self.lookup: dict[int, int] = dict(zip(self.keys.tolist(), self.atoms.tolist(),
-                                               strict=True))
+        # Not for huge tables, where the dict would cost ~100 bytes an atom and seconds to build.
+        self.lookup: dict[int, int] | None = None
+        if self.keys.size <= DICT_MAX:
+            self.lookup = dict(zip(self.keys.tolist(), self.atoms.tolist(), strict=True))
 
     def __len__(self) -> int:
         return int(self.keys.size)
@@ -221,21 +224,25 @@ class SpinnakerCodec(Codec):
         if isinstance(keys, tuple):
             if not keys:
                 return SpikeFrame(0, NO_SEQ, 0, np.empty(0, dtype=np.uint32))
-            lookup = table.lookup
-            try:
-                found = [lookup[k] for k in keys]
-            except KeyError as exc:
-                raise DecodeError("id_out_of_range",
-                                  f"key 0x{exc.args[0]:08x} is not in the label's table") from None
-            if max(found) >= self.neurons:
-                raise DecodeError("id_out_of_range",
-                                  f"atom {max(found)} is not below neurons={self.neurons}")
-            return SpikeFrame(0, NO_SEQ, 0, np.array(found, dtype=np.uint32))
+            if table.lookup is not None:
+                return self._decode_small(table.lookup, keys)
+            keys = np.array(keys, dtype=np.int64)
         atoms = table.atoms_of(keys.astype(np.int64))
         if int(atoms.max()) >= self.neurons:
             raise DecodeError("id_out_of_range",
                               f"atom {int(atoms.max())} is not below neurons={self.neurons}")
         return SpikeFrame(0, NO_SEQ, 0, atoms)
+
+    def _decode_small(self, lookup: dict[int, int], keys: tuple[int, ...]) -> SpikeFrame:
+        try:
+            found = [lookup[k] for k in keys]
+        except KeyError as exc:
+            raise DecodeError("id_out_of_range",
+                              f"key 0x{exc.args[0]:08x} is not in the label's table") from None
+        if max(found) >= self.neurons:
+            raise DecodeError("id_out_of_range",
+                              f"atom {max(found)} is not below neurons={self.neurons}")
+        return SpikeFrame(0, NO_SEQ, 0, np.array(found, dtype=np.uint32))
 
     def encode(self, frame: SpikeFrame) -> list[bytes]:
         """SDP-wrapped EIEIO for the injector; nothing for an empty frame.

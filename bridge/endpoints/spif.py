@@ -52,7 +52,7 @@ def _number(url: EndpointURL, key: str, text: str, lo: float, hi: float) -> floa
     except ValueError:
         value = float("nan")
     if not lo <= value <= hi:
-        raise ValueError(f"{url}: {key} must be a number in {lo:g}..{hi:g}, got {text!r}")
+        raise ValueError(f"{key} must be a number in {lo:g}..{hi:g}, got {text!r}")
     return value
 
 
@@ -71,7 +71,7 @@ class SpifEndpoint(Endpoint):
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         super().__init__(url, role, options)
         if role != "in":
-            raise ValueError(f"{url}: spif:// is an input (a SPIF board's output stream)")
+            raise ValueError("spif:// is an input (a SPIF board's output stream)")
         target = url.target
         if ":" not in target or target.endswith("]"):  # no port given (IPv6 in brackets)
             target = f"{target}:{SPIF_OUT_PORT}"

@@ -76,7 +76,7 @@ def _host_port(url: EndpointURL, key: str, text: str) -> tuple[str, int]:
     try:
         return EndpointURL("udp", text).host_port()
     except Exception:
-        raise ValueError(f"{url}: {key} must be HOST:PORT, got {text!r}") from None
+        raise ValueError(f"{key} must be HOST:PORT, got {text!r}") from None
 
 
 def _port(url: EndpointURL, key: str, text: str) -> int:
@@ -85,7 +85,7 @@ def _port(url: EndpointURL, key: str, text: str) -> int:
     except ValueError:
         value = -1
     if not 0 < value <= 65535:
-        raise ValueError(f"{url}: {key} must be a port 1..65535, got {text!r}")
+        raise ValueError(f"{key} must be a port 1..65535, got {text!r}")
     return value
 
 
@@ -336,41 +336,41 @@ class SpinnakerEndpoint(Endpoint):
         self.label = unquote(url.target)
         fmt = url.params.get("format", "eieio")
         if fmt != "eieio":
-            raise ValueError(f"{url}: spinnaker endpoints speak EIEIO; format={fmt} does "
+            raise ValueError(f"spinnaker endpoints speak EIEIO; format={fmt} does "
                              "not apply")
         codec_keys = sorted(k for k in url.params if k in EieioCodec.OPTIONS and k not in self.KEYS)
         if codec_keys:
-            raise ValueError(f"{url}: {', '.join(codec_keys)} do(es) not apply: spinnaker "
+            raise ValueError(f"{', '.join(codec_keys)} do(es) not apply: spinnaker "
                              "endpoints take keys and cores from the toolchain's database")
         for key, applies in (("tag", "in"), ("full_keys", "out"), ("spif", "in")):
             if key in options and role != applies:
-                raise ValueError(f"{url}: {key}= applies to "
+                raise ValueError(f"{key}= applies to "
                                  f"{'inputs' if applies == 'in' else 'outputs'} only")
         self.notify = _host_port(url, "notify", options.get(
             "notify", f"127.0.0.1:{NOTIFY_PORT}"))
         self.tag_mode = options.get("tag", "db")
         if self.tag_mode not in ("db", "set"):
-            raise ValueError(f"{url}: tag must be db or set, got {self.tag_mode!r}")
+            raise ValueError(f"tag must be db or set, got {self.tag_mode!r}")
         bind = options.get("bind", "0.0.0.0:0")
         self.bind_to = _host_port(url, "bind", bind if ":" in bind else f"{bind}:0")
         self.board_port = _port(url, "board_port", options.get("board_port", str(SCAMP_PORT)))
         try:
             self.full_keys = parse_bool(options.get("full_keys", "0"))
         except ValueError as exc:
-            raise ValueError(f"{url}: full_keys: {exc}") from None
+            raise ValueError(f"full_keys: {exc}") from None
         allow: list[Network] = []
         for part in options.get("toolchain", "127.0.0.0/8,::1").split(","):
             try:
                 allow.append(ipaddress.ip_network(part.strip(), strict=False))
             except ValueError:
-                raise ValueError(f"{url}: toolchain: not a CIDR network: {part!r}") from None
+                raise ValueError(f"toolchain: not a CIDR network: {part!r}") from None
         self.allow = tuple(allow)
         neurons = url.params.get("neurons", "0")
         self.neurons = int(neurons, 0) if neurons.strip().lstrip("-").isdigit() else 0
         self.spif: tuple[str, int] | None = None
         if "spif" in options:
             if "tag" in options:
-                raise ValueError(f"{url}: tag= does not apply with spif=: SPIF streams to "
+                raise ValueError("tag= does not apply with spif=: SPIF streams to "
                                  "whoever sent its start command")
             text = options["spif"]
             if ":" not in text or text.endswith("]"):

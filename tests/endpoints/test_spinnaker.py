@@ -394,6 +394,28 @@ def test_commands_and_scp_layouts() -> None:
     assert not codec.same_wire(codec)
 
 
+@pytest.mark.parametrize("dict_max", [1 << 17, 0])  # small tables keep a dict, huge ones not
+def test_key_tables_decode_alike_with_and_without_the_dict(monkeypatch: pytest.MonkeyPatch,
+                                                           dict_max: int) -> None:
+    import bridge.codecs.spinnaker as sp
+
+    monkeypatch.setattr(sp, "DICT_MAX", dict_max)
+    rng = np.random.default_rng(3)
+    keys = rng.choice(1 << 30, size=300, replace=False)
+    codec = SpinnakerCodec(300)
+    codec.bind(KeyTable(np.arange(300), keys))
+    codec.running = True
+    assert (codec.table.lookup is None) == (dict_max == 0)  # type: ignore[union-attr]
+    for n in (1, 16, 17, 63):
+        atoms = rng.choice(300, size=n)
+        assert codec.decode(lpg(keys[atoms].tolist())).ids.tolist() == atoms.tolist()
+        assert codec.decode(struct.pack("<BB", n, 0x08) + struct.pack(
+            f"<{n}I", *keys[atoms].tolist())).ids.tolist() == atoms.tolist()
+    for n in (1, 40):
+        with pytest.raises(DecodeError, match="not in the label's table"):
+            codec.decode(lpg([int(keys.max()) + 1] * n))
+
+
 def test_spinnman_agrees_on_commands_and_iptagset() -> None:
     pytest.importorskip("spinnman", reason="the spinnaker extra (sPyNNaker) is needed")
     from spinnman.messages.eieio import read_eieio_command_message
