@@ -587,3 +587,58 @@ def test_spikebridge_listen_prints_a_populations_atoms(tmp_path: Path, notify: i
             proc.communicate()
         board.close()
         tc.close()
+
+
+def test_the_daemon_reports_the_handshake_in_systemd_status(tmp_path: Path, notify: int) -> None:
+    """``spikebridge run`` under a fake service manager: STATUS= follows the handshake."""
+    import os
+    import signal
+    import subprocess
+
+    from bridge.testing import spikebridge_cmd
+
+    lpg_port = free_udp_port()
+    db = Db({"pop": Pop(KEYS, lpg=("127.0.0.1", lpg_port, 1))}).write(tmp_path / "d.db")
+    sm = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sm.bind(str(tmp_path / "notify.sock"))
+    sm.settimeout(0.2)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+    env.pop("JOURNAL_STREAM", None)
+    proc = subprocess.Popen(spikebridge_cmd(
+        "run", "--in", f"spinnaker://pop?notify=127.0.0.1:{notify}&neurons=8&name=pop",
+        "--out", f"udp://127.0.0.1:{free_udp_port()}?neurons=8"), env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+
+    def status_has(text: str, timeout: float = 30.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and proc.poll() is None:
+            try:
+                seen.append(sm.recv(4096).decode())
+            except TimeoutError:
+                continue
+            if text in seen[-1]:
+                return True
+        return False
+
+    tc = Toolchain(notify)
+    try:
+        assert status_has("READY=1")
+        assert status_has("; pop waiting"), seen
+        tc.notify(db)
+        assert wait_for(lambda: tc.ack() == DATABASE_ACK, timeout=10)
+        assert status_has("; pop ready"), seen
+        tc.send(START)
+        assert status_has("STATUS=in "), seen
+        assert "pop" not in seen[-1]  # running: no longer listed
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert "acknowledged the database to 127.0.0.1" in out
+        assert "the simulation started (START/RESUME)" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        tc.close()
+        sm.close()
