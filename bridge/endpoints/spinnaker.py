@@ -574,9 +574,11 @@ class SpinnakerEndpoint(Endpoint):
     def service_tag(self, now_ns: int) -> None:
         """tag=set: send IPTagSet until SCAMP answers OK; refresh it every 10 s while running."""
         tag = self._tag
-        if tag is None or self._sock is None or now_ns < self._tag_next_ns:
+        if tag is None or self._sock is None:
             return
-        if self._tag_ok and self.state != RUNNING:
+        if self._tag_next_ns < 0:  # set just now: the first refresh is 10 s from here
+            self._tag_next_ns = now_ns + TAG_REFRESH_NS
+        if now_ns < self._tag_next_ns or (self._tag_ok and self.state != RUNNING):
             return
         self._tag_next_ns = now_ns + (TAG_REFRESH_NS if self._tag_ok else TAG_RETRY_NS)
         self._tag_tries += 1
@@ -599,7 +601,7 @@ class SpinnakerEndpoint(Endpoint):
         self._tag_tries = 0
         if not self._tag_ok:
             self._tag_ok = True
-            self._tag_next_ns = 0  # refresh timer starts at the next service call
+            self._tag_next_ns = -1  # the refresh timer starts at the next service call
             log.info("spinnaker input %r: board %s set tag %d to %s:%d", self.label, addr[0],
                      tag.tag, *self._sock.getsockname()[:2] if self._sock else ("?", 0))
             if self.state == TAGGING:

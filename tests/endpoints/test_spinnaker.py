@@ -165,6 +165,8 @@ def test_a_second_run_rereads_and_keys_may_change(tmp_path: Path, notify: int) -
     ("neurons=10", {"pop": Pop(KEYS, lpg=("127.0.0.1", 1, 1))},
      "has 8 atoms in the database but neurons=10"),
     ("neurons=8", {"pop": Pop(KEYS)}, "has no live output"),
+    ("neurons=8", {"pop": Pop(KEYS, lpg=("127.0.0.1", 1, 1), strip=False)},
+     "keeps SDP headers"),
 ])
 def test_a_label_the_database_cannot_serve_marks_the_endpoint_down(
         tmp_path: Path, notify: int, caplog: pytest.LogCaptureFixture, url_extra: str,
@@ -304,6 +306,13 @@ def test_tag_set_retries_iptagset_until_scamp_answers_ok(tmp_path: Path, notify:
         assert wait_for(lambda: (ep.recv(), ep.state)[1] == "ready")
         drive([ep], now=3 * S, until=lambda: tc.ack() is not None)
         assert ep.state == "ready"
+        tc.send(START)
+        drive([ep], now=4 * S, until=lambda: ep.state == "running")
+        drive([ep], now=12 * S)
+        with pytest.raises(TimeoutError):
+            board.recvfrom(100)
+        drive([ep], now=13 * S)  # 10 s after SCAMP's OK, and every 10 s while running
+        assert board.recvfrom(100)[0] == first
     finally:
         board.close()
         tc.close()
