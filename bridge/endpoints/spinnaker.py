@@ -404,7 +404,9 @@ class SpinnakerEndpoint(Endpoint):
             for fd in self.listener.fds():
                 self._poll.register(fd, select.EPOLLIN)
             if self.role == "out" or self.tag_mode == "set" or self.spif is not None:
-                self._bind(self.bind_to)
+                err = self._bind(self.bind_to)
+                if err is not None:
+                    raise EndpointError(f"{self.url}: {err}")
         except BaseException:
             self.close()
             raise
@@ -424,10 +426,7 @@ class SpinnakerEndpoint(Endpoint):
             sock.bind(addr)
         except OSError as exc:
             sock.close()
-            msg = f"cannot bind {addr[0]}:{addr[1]}: {exc.strerror}"
-            if self._sock is None and self.role == "out":
-                raise EndpointError(f"{self.url}: {msg}") from None
-            return msg
+            return f"cannot bind {addr[0]}:{addr[1]}: {exc.strerror}"
         sock.setblocking(False)
         if self._sock is not None:
             self._unregister_data()

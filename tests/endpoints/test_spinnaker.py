@@ -352,6 +352,19 @@ def test_injector_output_is_gated_and_addressed_from_the_database(tmp_path: Path
         full.close()
 
 
+def test_a_taken_port_is_an_error_at_open(notify: int) -> None:
+    from bridge.errors import EndpointError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(EndpointError, match=r"cannot bind 127\.0\.0\.1"):
+            opened(f"spinnaker://p?notify=127.0.0.1:{notify}&neurons=1&tag=set"
+                   f"&bind=127.0.0.1:{port}")
+        with pytest.raises(EndpointError, match="cannot listen for the toolchain"):
+            opened(f"spinnaker://p?notify=127.0.0.1:{port}&neurons=1")
+
+
 def test_endpoints_of_one_address_share_one_listener(notify: int) -> None:
     a = opened(f"spinnaker://a?notify=127.0.0.1:{notify}&neurons=1")
     b = opened(f"spinnaker://b?notify=127.0.0.1:{notify}&neurons=1", "out")
