@@ -23,7 +23,8 @@ from bridge.emulate.edvs import EdvsEmulator
 from bridge.emulate.faults import Faults
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     p = argparse.ArgumentParser(
         prog="spikebridge emulate",
         description="Run an eDVS sensor or spiking board emulator behind a pseudo-terminal.",
@@ -95,7 +96,7 @@ def build(args: argparse.Namespace) -> Emulator:
 
 def main(argv: Sequence[str]) -> int:
     """Run until a signal or --duration; exit 0, or 2 for bad arguments."""
-    args = _parser().parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     try:
         emu = build(args)
     except (ValueError, OSError) as exc:
