@@ -18,6 +18,8 @@ BENCHES: dict[str, tuple[str, str]] = {
                  "memory, watchdog, recovery"),
     "fuzz": ("bridge.bench.fuzz:main", "coverage-guided fuzzing of every decoder (atheris)"),
     "events": ("bridge.bench.events:main", "camera events/s and CPU per event vs aestream"),
+    "camfiles": ("bridge.bench.camfiles:main", "event-camera file libraries: read speed and "
+                 "correctness; dv-processing's network classes"),
 }
 
 

@@ -1,14 +1,15 @@
 """dv+tcp://HOST:PORT and dv+unix:///PATH: iniVation DV / dv-processing network event streams.
 
-Input: spikebridge is a client of a DV or dv-processing server. dv-processing's own
-``NetworkReader`` speaks the protocol (including compressed streams), but it has no descriptor
-to poll, so a reader thread, started at ``open`` (before the loop raises its priority), takes
-its event batches, maps each event's (x, y, polarity) to a neuron id with the shared sensor
-geometry (the stream's own resolution unless ``width``/``height`` say otherwise), encodes one
-frame per batch in the URL's ``format=`` and hands it to the loop through a bounded queue that
-drops its oldest entry (counted, as ``rcvbuf_overflow``) and a wake-up socket the loop polls.
-A lost or refused connection is retried with backoff (``backoff``, doubling up to
-``backoff_max``) and counted in ``reconnects``, as serial ports are.
+Input: spikebridge is a client of a DV or dv-processing server. The connection is a
+non-blocking socket the loop polls like any other; the bytes go through a sans-IO reader
+(bridge.codecs.dvstream), each event's (x, y, polarity) becomes a neuron id with the shared
+sensor geometry (the stream's own resolution), and each packet becomes one frame, encoded in
+the URL's ``format=`` for the loop to decode as usual. A frame larger than one datagram waits in
+a bounded queue (``queue``; the oldest is dropped and counted, as ``rcvbuf_overflow``). A lost
+connection makes ``recv`` raise EndpointError; the loop then calls ``reopen``, which retries on
+a backoff schedule (``backoff`` doubling up to ``backoff_max``) and counts ``reconnects``, as
+serial ports do. dv-processing's own NetworkReader is not used in the daemon: it holds the GIL
+while it connects, which would stall the loop (docs/event-cameras.md has the measurement).
 
 Output: spikebridge is the server. It listens, and each client that connects gets the stream's
 IOHeader and then every frame as one event packet (bridge.codecs.dvstream), each event stamped
@@ -16,18 +17,19 @@ with the frame's send time. Clients are written without blocking; one whose unse
 ``client_buffer_kb`` is slow: it is disconnected and counted (``slow_clients``), never waited
 for. An accept thread (started at ``open``) takes new connections and sends them the header.
 
-The loop never blocks here: it reads a queue and writes non-blocking sockets.
+The loop never blocks here: it reads and writes non-blocking sockets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import select
 import socket
 import stat
 import threading
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -42,12 +44,13 @@ from bridge.endpoints.url import EndpointURL
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import ConfigError, DecodeError, EndpointError
 from bridge.frame import NO_SEQ, SpikeFrame
+from bridge.record.resend import Resender
 
 log = logging.getLogger("spikebridge.dv")
 
-INSTALL_HINT = "pip install 'spikebridge[events]'"
 QUEUE_DATAGRAMS = 4096     # input: datagrams queued for the loop before the oldest are dropped
-POLL_S = 0.0005            # input: how long the reader sleeps when dv-processing has nothing
+READ_BYTES = 1 << 16       # input: one recv's worth
+CONNECT_TIMEOUT_S = 3.0    # input: at open (before the loop runs), the first connect's wait
 ACCEPT_TIMEOUT_S = 0.2     # output: the accept thread checks for close this often
 HEADER_TIMEOUT_S = 1.0     # output: a client that cannot take the 1 kB header in this long
 
@@ -88,16 +91,6 @@ class Backoff:
         """Book a success: the next failure starts from ``first_ns`` again."""
         self.delay_ns = self.first_ns
         self.retry_at = None
-
-
-def dv_module() -> Any:
-    """The dv_processing package; EndpointError naming the extra when it is missing."""
-    try:
-        import dv_processing
-    except ImportError as exc:
-        raise EndpointError(f"dv+tcp/dv+unix inputs need dv-processing ({exc}); install it "
-                            f"with: {INSTALL_HINT}") from None
-    return dv_processing
 
 
 class DvEndpoint(Endpoint):
@@ -169,9 +162,14 @@ class DvEndpoint(Endpoint):
         self.codec: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._q: deque[bytes] = deque()
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
+        self._out: deque[bytes] = deque()
+        self._sock: socket.socket | None = None
+        self._fd = -1
+        self._ever = False
+        self._dec = dvstream.DvStreamDecoder()
+        self._resender: Any = None
+        self._buf = bytearray(READ_BYTES)
+        self._view = memoryview(self._buf)
         self._listener: socket.socket | None = None
         self._new: deque[_Client] = deque()
         self._clients: list[_Client] = []
@@ -184,13 +182,7 @@ class DvEndpoint(Endpoint):
         spec = endpoint_spec(self.url, self.role)
         self.codec = make_codec(spec)
         if self.role == "in":
-            dv_module()
-            self._wake_r, self._wake_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
-            self._thread = threading.Thread(target=self._read_loop, name=f"dv-reader:{self.url}",
-                                            daemon=True)
-            self._thread.start()
+            self._open_client()
             return
         geo = getattr(self.codec, "geometry", None)
         try:
@@ -251,10 +243,9 @@ class DvEndpoint(Endpoint):
             if self.path:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
-        for s in (self._wake_r, self._wake_w):
-            if s is not None:
-                s.close()
-        self._wake_r = self._wake_w = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def describe(self) -> str:
         """The URL and what it does."""
@@ -263,117 +254,155 @@ class DvEndpoint(Endpoint):
 
     # -- input ------------------------------------------------------------------------------
 
-    def _connect(self, dv: Any) -> Any:
+    def _address(self) -> tuple[int, Any]:
         if self.path:
-            return dv.io.NetworkReader(dv.Path(self.path))
-        return dv.io.NetworkReader(self.host, self.port)
+            return socket.AF_UNIX, self.path
+        return (socket.AF_INET6 if ":" in self.host else socket.AF_INET), (self.host, self.port)
 
-    def _read_loop(self) -> None:
-        dv = dv_module()
-        ever = False
-        while not self._stop.is_set():
-            now = time.monotonic_ns()
-            if not self.backoff.due(now):
-                self._stop.wait(min(0.1, ((self.backoff.retry_at or now) - now) / 1e9))
-                continue
+    def _connect(self, wait_s: float = 0.0) -> int:
+        """Start a connection; returns 0 (connected), EINPROGRESS, or the errno of a refusal.
+
+        ``wait_s`` > 0 (at open, before the loop runs) waits that long for the connection.
+        """
+        family, addr = self._address()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        if wait_s:
+            sock.settimeout(wait_s)
             try:
-                reader = self._connect(dv)
-                geo = self._input_geometry(reader)
-            except Exception as exc:  # dv-processing raises RuntimeError for refusals
-                self.connect_failures += 1
-                nxt = self.backoff.failed(time.monotonic_ns())
-                log.debug("%s: cannot connect (%s); next try in %.0f ms", self.url, exc,
-                          (nxt - time.monotonic_ns()) / 1e6)
-                continue
-            self.backoff.succeeded()
-            if ever:
-                self.reconnects += 1
-                log.info("%s: reconnected (reconnect %d)", self.url, self.reconnects)
-            ever = True
-            self.connected = True
-            try:
-                self._pump(reader, geo)
-            except Exception as exc:
-                log.warning("%s: stream failed: %s", self.url, exc)
-            self.connected = False
-            del reader
-            if not self._stop.is_set():
-                log.warning("%s: connection lost; reconnecting with backoff", self.url)
-                self.backoff.failed(time.monotonic_ns())
+                sock.connect(addr)
+                err = 0
+            except TimeoutError:
+                err = errno.ETIMEDOUT
+            except OSError as exc:
+                err = exc.errno or errno.ECONNREFUSED
+            sock.setblocking(False)
+        else:
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+        if err not in (0, errno.EINPROGRESS, errno.EAGAIN):
+            sock.close()
+            return err
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._fd = sock, sock.fileno()
+        self._dec = dvstream.DvStreamDecoder()
+        self._out.clear()
+        self._resender = Resender(self.codec, renumber=True)
+        self.connected = err == 0
+        return 0 if err == 0 else errno.EINPROGRESS
 
-    def _input_geometry(self, reader: Any) -> Geometry:
-        res = reader.getEventResolution()
-        if res is None:
-            raise EndpointError(f"{self.url}: the stream carries no events")
-        w, h = int(res[0]), int(res[1])
-        if self.width is not None and self.height is not None and (w, h) != (
-                self.width, self.height):
-            log.warning("%s: the stream is %dx%d, not width=%d height=%d; using the stream's",
-                        self.url, w, h, self.width, self.height)
-        self.geometry = Geometry("dv", self.codec.neurons, w, h, self.layout, self.polarity)
-        return self.geometry
+    def _open_client(self) -> None:
+        err = self._connect(CONNECT_TIMEOUT_S)
+        if err not in (0, errno.EINPROGRESS):
+            raise EndpointError(f"{self.url}: cannot connect: {os.strerror(err)} (is the DV "
+                                "network output or the dv-processing server running?)")
+        self._ever = True
 
-    def _pump(self, reader: Any, geo: Geometry) -> None:
-        from bridge.record.resend import Resender
+    def _lost(self, why: str) -> EndpointError:
+        if self.connected or self._sock is not None:
+            log.warning("%s: %s; reconnecting with backoff", self.url, why)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.connected = False
+        return EndpointError(f"{self.url}: {why}")
 
-        resender = Resender(self.codec, renumber=True)
-        stop = self._stop
-        while not stop.is_set():
-            batch = reader.getNextEventBatch()
-            if batch is None:
-                if not reader.isRunning():
-                    return
-                stop.wait(POLL_S)
-                continue
-            ev = batch.numpy()
-            if not len(ev):
-                continue
-            try:
-                ids = geo.ids(ev["x"], ev["y"], ev["polarity"])
-            except DecodeError:
-                ok = ((ev["x"] >= 0) & (ev["x"] < geo.width) & (ev["y"] >= 0)
-                      & (ev["y"] < geo.height))
-                self.events_outside += int((~ok).sum())
-                ev = ev[ok]
-                ids = geo.ids(ev["x"], ev["y"], ev["polarity"])
-            frame = SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
-            for d in resender.datagrams(frame, self.clock.wall_ns()):
-                self._push(d)
+    def reopen(self, now_ns: int) -> bool:
+        """Reconnect on the backoff schedule; True once connected again."""
+        if self.role != "in":
+            return False
+        sock = self._sock
+        if sock is not None and not self.connected:  # a connect in progress
+            _, writable, _ = select.select([], [sock], [], 0)
+            if not writable:
+                return False
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                return self._reconnected()
+            sock.close()
+            self._sock = None
+            self.connect_failures += 1
+            self.backoff.failed(now_ns)
+            return False
+        if not self.backoff.due(now_ns):
+            return False
+        err = self._connect()
+        if err == 0:
+            return self._reconnected()
+        if err != errno.EINPROGRESS:
+            self.connect_failures += 1
+            self.backoff.failed(now_ns)
+        return False
 
-    def _push(self, data: bytes) -> None:
-        q = self._q
-        while len(q) >= self.queue_max:
-            try:
-                q.popleft()
-            except IndexError:
-                break
-            self.queue_dropped += 1
-        q.append(data)
-        with contextlib.suppress(OSError):
-            assert self._wake_w is not None
-            self._wake_w.send(b"\0")
+    def _reconnected(self) -> bool:
+        self.connected = True
+        self.backoff.succeeded()
+        self.reconnects += 1
+        log.info("%s: reconnected (reconnect %d)", self.url, self.reconnects)
+        return True
 
     def fileno(self) -> int:
-        """Inputs: the wake-up socket the reader thread writes after queueing."""
-        if self._wake_r is None:
+        """Inputs: the connection's socket (while down, the descriptor it had)."""
+        if self._fd < 0:
             raise RuntimeError(f"{self.url} is not an open input")
-        return self._wake_r.fileno()
+        return self._fd
 
     def recv(self) -> tuple[bytes | memoryview, Address] | None:
-        """One queued datagram, or None; never blocks."""
-        r = self._wake_r
-        if r is None:
-            return None
-        with contextlib.suppress(BlockingIOError, InterruptedError, OSError):
-            while r.recv(64):
-                pass
+        """One frame's datagram, or None; EndpointError when the connection is gone."""
+        if self._out:
+            return self._out.popleft(), None
+        sock = self._sock
+        if sock is None:
+            raise EndpointError(f"{self.url}: not connected")
         try:
-            return self._q.popleft(), None
-        except IndexError:
+            n = sock.recv_into(self._buf)
+        except (BlockingIOError, InterruptedError):
             return None
+        except OSError as exc:
+            raise self._lost(f"connection failed: {exc.strerror or exc}") from None
+        if n == 0:
+            raise self._lost("the server closed the connection")
+        self.connected = True
+        dec = self._dec
+        dec.feed(self._view[:n])
+        try:
+            while (ev := dec.next_events()) is not None:
+                self._frame(ev)
+        except DecodeError as exc:
+            raise self._lost(f"cannot follow the stream: {exc.detail}") from None
+        return (self._out.popleft(), None) if self._out else None
+
+    def _frame(self, ev: Any) -> None:
+        info = self._dec.info
+        assert info is not None
+        geo = self.geometry
+        if geo is None or (geo.width, geo.height) != (info.width, info.height):
+            if self.width is not None and (self.width, self.height) != (info.width,
+                                                                         info.height):
+                log.warning("%s: the stream is %dx%d, not width=%s height=%s; using the "
+                            "stream's", self.url, info.width, info.height, self.width,
+                            self.height)
+            geo = self.geometry = Geometry("dv", self.codec.neurons, info.width, info.height,
+                                           self.layout, self.polarity)
+        if not len(ev):
+            return
+        x, y, p = ev["x"], ev["y"], ev["p"]
+        try:
+            ids = geo.ids(x, y, p)
+        except DecodeError:
+            ok = (x >= 0) & (x < geo.width) & (y >= 0) & (y < geo.height)
+            self.events_outside += int((~ok).sum())
+            ids = geo.ids(x[ok], y[ok], p[ok])
+        frame = SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
+        out = self._out
+        for d in self._resender.datagrams(frame, self.clock.wall_ns()):
+            if len(out) >= self.queue_max:
+                out.popleft()
+                self.queue_dropped += 1
+            out.append(d)
 
     def overflow_drops(self) -> int:
-        """Datagrams dropped because the loop did not read them in time (oldest first)."""
+        """Datagrams dropped, oldest first, because the loop did not take them in time."""
         return self.queue_dropped
 
     # -- output -----------------------------------------------------------------------------

@@ -78,14 +78,14 @@ def faery_module() -> Any:
 
 
 def _sniff_csv(path: Path) -> bool:
-    """True when a .csv holds camera events (t,x,y,on) rather than a spikebridge spike table."""
+    """True when a .csv holds camera events (a ``t,x,y,on`` header, as Faery writes)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
     except OSError:
         return False
-    cols = [c.strip().lower() for c in first.split(",")]
-    return "neuron" not in cols and "time_s" not in cols
+    cols = [c.strip().lower().partition("@")[0] for c in first.split(",")]
+    return len(cols) == 4 and cols[:3] == ["t", "x", "y"] and cols[3] in ("on", "p")
 
 
 def is_camera_path(path: str | os.PathLike[str], *, writing: bool = False,
