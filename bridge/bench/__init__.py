@@ -20,6 +20,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "events": ("bridge.bench.events:main", "camera events/s and CPU per event vs aestream"),
     "camfiles": ("bridge.bench.camfiles:main", "event-camera file libraries: read speed and "
                  "correctness; dv-processing's network classes"),
+    "nir": ("bridge.bench.nir:main", "nir processor step cost vs its bare executor and snnTorch"),
 }
 
 
