@@ -13,7 +13,6 @@ threads from running. A benchmark: it never asserts, and it runs its child proce
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import subprocess
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bridge.tools import ArgumentParser
 
 W, H = 640, 480
 
@@ -222,14 +223,19 @@ def _dv_figures(secs: float) -> list[str]:
     return lines
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the benchmark and print its tables."""
-    parser = argparse.ArgumentParser(prog="spikebridge bench camfiles", description=__doc__)
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
+    parser = ArgumentParser(prog="spikebridge bench camfiles", description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000, help="events per file")
     parser.add_argument("--repeat", type=int, default=3, help="reads per figure (best is kept)")
     parser.add_argument("--idle-s", type=float, default=2.0,
                         help="seconds the idle NetworkWriter is watched")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the benchmark and print its tables."""
+    args = build_parser().parse_args(argv)
     try:
         import faery
     except ImportError:

@@ -448,7 +448,8 @@ class CameraRecording:
             if t_ns < sel.skip_ns:
                 continue
             yield t_ns, 0, frame
-        self.end_ns = end
+        # A loop's next lap starts one window (at least 1 µs) after the last frame.
+        self.end_ns = end + max(self.file.options.window_us, 1) * 1000
 
     def reports(self) -> list[ReadReport]:
         """The file's read report (events read, bytes cut off)."""

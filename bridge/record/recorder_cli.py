@@ -62,6 +62,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         codec = make_codec(spec)
         recorder: Recorder | camera.CameraRecorder
         if camera.is_camera_path(args.file, writing=True, csv_events=True):
+            if args.rotate_mb or args.rotate_s:
+                return error(PROG, "--rotate-mb and --rotate-s apply to .sbr recordings")
             recorder = camera.recorder_for(args.file, codec, spec.neurons,
                                            camera.camera_options(args, spec.neurons))
         else:
