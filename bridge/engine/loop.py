@@ -153,7 +153,7 @@ class OutputPort:
         if self.rec is not None:
             self.recorder.record(now, self.rec, self.source, self.seq, codec.decode(data).ids,
                                  wall_ns)
-        datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
+        datagrams = codec.relay_to(self.codec, data, self.source, self.seq, wall_ns)
         if len(datagrams) == 1:  # the common case, without the general loop's overhead
             self.seq += 1
             st = self.stats
