@@ -235,11 +235,52 @@ class SpifCodec(Codec):
         """SPIF has no source, seq or send time to rewrite: the datagram goes out unchanged."""
         return [bytes(data)]
 
+    def fields(self, data: bytes | bytearray | memoryview, t_default_us: int) -> tuple[
+            npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+        """(t µs, x, y, p) of a datagram ``peek`` accepted; ``t_default_us`` for untimed events."""
+        words = np.frombuffer(data, dtype="<u4")
+        nw = len(words)
+        if nw and np.all(words >= NO_TIMESTAMP):
+            ev = words
+            t = np.full(nw, t_default_us, dtype=np.uint64)
+        elif nw % 2 == 0 and np.all(words[0::2] < NO_TIMESTAMP):
+            ev = words[0::2]
+            t = words[1::2].astype(np.uint64)
+        else:
+            listed = words.tolist()
+            evs, ts, i = [], [], 0
+            while i < nw:
+                w = listed[i]
+                evs.append(w)
+                if w & NO_TIMESTAMP:
+                    ts.append(t_default_us)
+                    i += 1
+                else:
+                    ts.append(listed[i + 1])
+                    i += 2
+            ev = np.array(evs, dtype=np.uint32)
+            t = np.array(ts, dtype=np.uint64)
+        return t, (ev >> X_SHIFT) & COORD_MASK, ev & COORD_MASK, (ev >> P_SHIFT) & 1
+
     def relay_to(self, other: Codec, data: bytes | bytearray | memoryview, source: int,
                  seq: int, t_sent_ns: int) -> list[bytes]:
-        """To an identical spif output (the only ``same_wire`` one): the datagram unchanged."""
-        return [bytes(data)]
+        """To an identical spif output: unchanged; to a Faery layout: each event re-laid."""
+        if isinstance(other, SpifCodec):
+            return [bytes(data)]
+        encode_events = getattr(other, "encode_events", None)
+        if encode_events is None:  # not reached: same_wire admits only event formats
+            return self.reframe(data, source, seq, t_sent_ns)
+        result: list[bytes] = encode_events(*self.fields(data, t_sent_ns // 1000))
+        return result
 
     def same_wire(self, other: Codec) -> bool:
-        """True only for a spif codec with identical options (the datagram passes unchanged)."""
-        return isinstance(other, SpifCodec) and other._signature() == self._signature()
+        """True for a spif codec with identical options (the datagram passes unchanged) and
+        for a Faery layout of the same geometry (events re-laid, each with its own time;
+        an event without one gets the send time)."""
+        if isinstance(other, SpifCodec):
+            return other._signature() == self._signature()
+        from bridge.codecs.faery_udp import T32X16Y15On1Codec, T64X16Y16On8Codec
+
+        return (isinstance(other, T32X16Y15On1Codec | T64X16Y16On8Codec)
+                and other.neurons == self.neurons
+                and other.geometry.key() == self.geometry.key())

@@ -110,6 +110,7 @@ class DvEndpoint(Endpoint):
                             "(default 4096)",
         "camera": "outputs: the camera name clients see (default spikebridge)",
     }
+    SHARED_KEYS: ClassVar[frozenset[str]] = frozenset({"width", "height", "layout", "polarity"})
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str], *,
                  clock: Clock = SYSTEM_CLOCK) -> None:

@@ -91,6 +91,7 @@ class FileEndpoint(Endpoint):
     }
     CAMERA_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"width", "height", "layout", "polarity", "window_us", "evt"})
+    SHARED_KEYS: ClassVar[frozenset[str]] = frozenset({"width", "height", "layout", "polarity"})
     takes_frames: ClassVar[bool] = True  # outputs accept ``send_frame`` without encoding
 
     def __init__(

@@ -18,6 +18,8 @@ GRAMMAR = """\
   serial:DEVICE-OR-PYSERIAL-URL[?KEYS]   e.g. serial:/dev/serial/by-id/...?baud=4000000&format=edvs
   file:PATH.sbr[?KEYS]              a spikebridge recording (or .aedat4 .raw .dat .es .csv)
   loop://NAME[?KEYS]                in-process loopback, for tests
+  spinnaker://LABEL[?KEYS]          a sPyNNaker population (notify=, tag=, board_port=, full_keys=)
+  spif://HOST[:PORT][?KEYS]         a SPIF board's output stream (input; default port 3332)
   dv+tcp://HOST:PORT[?KEYS]         iniVation DV / dv-processing network event stream (TCP)
   dv+unix:///PATH[?KEYS]            the same over a Unix socket
 KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=FILE
@@ -44,7 +46,7 @@ class EndpointURL:
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        sep = "//" if self.scheme in _SLASHED else ""
+        sep = "//" if self.scheme in SLASHED else ""
         query = f"?{urlencode(dict(self.params), safe=',/:')}" if self.params else ""
         return f"{self.scheme}:{sep}{self.target}{query}"
 
@@ -69,8 +71,9 @@ class EndpointURL:
         return host, num
 
 
-SCHEMES = ("udp", "mcast", "serial", "file", "loop", "dv+tcp", "dv+unix")
-_SLASHED = ("udp", "mcast", "loop", "dv+tcp", "dv+unix")
+SCHEMES = ("udp", "mcast", "serial", "file", "loop", "spinnaker", "spif", "dv+tcp",
+           "dv+unix")
+SLASHED = ("udp", "mcast", "loop", "spinnaker", "spif", "dv+tcp", "dv+unix")  # SCHEME://
 
 
 def parse_url(text: str) -> EndpointURL:
@@ -80,7 +83,7 @@ def parse_url(text: str) -> EndpointURL:
         raise ConfigError(
             f"unknown endpoint {text!r}; the scheme must be one of {', '.join(SCHEMES)}\n{GRAMMAR}"
         )
-    if scheme in _SLASHED:
+    if scheme in SLASHED:
         if not rest.startswith("//"):
             raise ConfigError(f"{scheme} URLs start {scheme}://, got {text!r}\n{GRAMMAR}")
         rest = rest[2:]

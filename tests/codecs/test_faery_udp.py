@@ -395,3 +395,17 @@ def test_golden_vectors_are_faerys_and_printed_in_the_docs() -> None:
         assert data.hex(" ") in doc, fmt
         assert codec_class(fmt)(0, width=W, height=H).decode(data).ids.tolist() == [
             0, 613761, 309119, 40323, 311780]
+
+
+def test_spif_into_faery_keeps_times_and_gives_untimed_events_the_send_time() -> None:
+    spif = SpifCodec(0, width=W, height=H, layout="yx")
+    t64 = T64X16Y16On8Codec(0, width=W, height=H, layout="yx")
+    assert spif.same_wire(t64)
+    assert not spif.same_wire(T64X16Y16On8Codec(0, width=W, height=H))  # other layout
+    words = [(3 << 16) | 0x8000 | 7, 5_000,          # x=3, y=7, p=1, its time 5000 µs
+             0x80000000 | (9 << 16) | 2]             # x=9, y=2, p=0, no time
+    data = struct.pack("<3I", *words)
+    spif.peek(data)
+    [out] = spif.relay_to(t64, data, 1, 0, 77_000_123)
+    assert [struct.unpack_from("<QHHB", out, i) for i in (0, 13)] == [
+        (5_000, 3, 7, 1), (77_000, 9, 2, 0)]

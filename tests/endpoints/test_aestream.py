@@ -148,3 +148,26 @@ def test_aestream_cli_into_spikebridge_is_exact(tmp_path: Path, run_bridge: Any,
         # so spikebridge decodes them; every one of the 2000 arrives exact and in order.
         assert (st.frames, st.accepted, sum(st.drops), st.spikes) == (63, 63, 0, 2016)
         assert ids == want + want[1968:1984]
+
+
+def test_aestream_timestamps_reach_faery_through_spikebridge(tmp_path: Path, run_bridge: Any
+                                                            ) -> None:
+    # aestream's CLI stamps each SPIF event with the recording's time; a spif input relayed
+    # to Faery's t64 layout of the same geometry keeps each event's own time, and Faery's own
+    # receiver reads them.
+    from tests.codecs.test_faery_udp import FaeryReceiver
+
+    ev = write_aedat4(tmp_path / "rec.aedat4", 2000, seed=5)
+    rx = FaeryReceiver("t64_x16_y16_on8", 2016, dims=(W, H))
+    geo = f"width={W}&height={H}&neurons={2 * W * H}"
+    rb = run_bridge({"input": [f"udp://127.0.0.1:0?format=spif&{geo}"],
+                     "output": [f"udp://127.0.0.1:{rx.port}?format=t64_x16_y16_on8&{geo}"]})
+    assert rb.bridge.inputs[0].passthrough
+    done = subprocess.run([AESTREAM, "input", "file", str(tmp_path / "rec.aedat4"), "output",
+                           "udp", "127.0.0.1", str(rb.in_port()), "--include-timestamp",
+                           "true"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = rx.events()
+    assert len(got) == 2016  # with aestream's 16 repeated stale events at the end (see above)
+    for field in ("t", "x", "y", "on"):
+        assert np.array_equal(got[field][:2000], ev[field]), field
