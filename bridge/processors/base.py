@@ -39,6 +39,12 @@ class Processor(ABC):
         (compilation) so that the service layer can extend its start-up timeout.
         """
 
+    def preflight(self, *, inputs: int, dt_ns: int | None, params: Mapping[str, Any]) -> int | None:
+        """Build without compiling or opening anything and return the output population size,
+        or None when it is only known after setup; ConfigError on anything setup would refuse.
+        """
+        return None
+
     def configure(self, settings: Any) -> None:  # noqa: B027 - optional hook, empty by default
         """Receive the parsed config section named after this kind (``[brian2]``), or None."""
 

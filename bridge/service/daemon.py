@@ -30,6 +30,7 @@ from bridge.engine.loop import Bridge
 from bridge.engine.realtime import RealtimeRefused
 from bridge.engine.stats import BridgeStats
 from bridge.errors import ConfigError, EndpointError
+from bridge.preflight import preflight
 from bridge.processors import SPEC_GRAMMAR
 from bridge.service import logs, metrics
 from bridge.service.exporter import MetricsServer
@@ -209,6 +210,11 @@ def run(
 
     ``environ`` None means the process environment (NOTIFY_SOCKET, WATCHDOG_USEC/_PID).
     """
+    try:
+        preflight(cfg)  # what check refuses, refused before a socket is opened or code compiled
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     env = os.environ if environ is None else environ
     notifier = Notifier(environ)
     stats = BridgeStats(cfg.miss_ns)
