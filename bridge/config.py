@@ -74,6 +74,42 @@ class BridgeConfig:
         return self.sections.get(name)
 
 
+def _ms(ns: int | None) -> str:
+    return "0" if ns is None else f"{ns / 1e6:g}"
+
+
+# BridgeConfig field -> (the config key that sets it, its value as the config writes it).
+_FIELD_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "node": ("bridge.node", str),
+    "mode": ("bridge.mode", repr),
+    "processor": ("bridge.processor", repr),
+    "params": ("[processor.params]", lambda v: "{" + ", ".join(
+        f"{k} = {x!r}" for k, x in v.items()) + "}"),
+    "dt_ns": ("bridge.dt_ms", _ms),
+    "policy": ("bridge.policy", repr),
+    "spin_ns": ("bridge.spin_us", lambda v: f"{v / 1e3:g}"),
+    "miss_ns": ("bridge.miss_us", lambda v: f"{v / 1e3:g}"),
+    "duration_ns": ("bridge.duration_s", lambda v: "0" if v is None else f"{v / 1e9:g}"),
+    "repetitions": ("bridge.repetitions", str),
+    "queue_frames": ("bridge.queue_frames", str),
+    "max_age_ns": ("bridge.max_age_ms", _ms),
+    "on_error": ("bridge.on_error", repr),
+    "metrics": ("metrics.listen", lambda v: "(none)" if v.listen is None else repr(
+        f"{v.listen[0]}:{v.listen[1]}")),
+    "inputs": ("[[input]]", lambda v: ", ".join(str(s) for s in v)),
+    "outputs": ("[[output]]", lambda v: ", ".join(str(s) for s in v)),
+}
+
+
+def describe_change(name: str, old: BridgeConfig, new: BridgeConfig) -> str:
+    """A changed BridgeConfig field in config terms: ``bridge.dt_ms 1 -> 2``."""
+    entry = _FIELD_KEYS.get(name)
+    if entry is None:
+        return name
+    key, show = entry
+    return f"{key} {show(getattr(old, name))} -> {show(getattr(new, name))}"
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 

@@ -353,6 +353,7 @@ class Brian2Processor(Processor):
         the output groups' sizes and drop it; ConfigError on anything ``setup`` would refuse.
         """
         b2 = self._prepare(inputs, dt_ns)
+        assert dt_ns is not None
         saved = b2.prefs.codegen.target
         # Building runs code (Synapses.connect): numpy code needs no compiler.
         b2.prefs.codegen.target = "numpy"

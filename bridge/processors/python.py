@@ -102,7 +102,11 @@ class PythonProcessor(Processor):
         size = inputs
         hook = getattr(self.module, "setup", None)
         if callable(hook):
-            got = hook(inputs, dict(params))
+            try:
+                got = hook(inputs, dict(params))
+            except Exception as exc:
+                raise ConfigError(f"{self.label}: setup() failed:\n{user_traceback(exc)}",
+                                  key="processor") from None
             if got is not None:
                 if not isinstance(got, int) or got <= 0:
                     raise ConfigError(f"{self.label}: setup() must return a positive int or "

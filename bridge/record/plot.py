@@ -21,7 +21,18 @@ from bridge.record.sbrfile import SpikeTable, load_table
 from bridge.tools import ArgumentParser, error
 
 PROG = "spikebridge plot"
+EXTRA_HINT = "pip install 'spikebridge[plot]'"
 MAX_MARKERS = 2_000_000  # beyond this the raster is thinned evenly (and the title says so)
+
+
+def image_formats() -> list[str]:
+    """The image suffixes matplotlib writes; ImportError naming the extra when it is absent."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as exc:
+        raise ImportError(f"plotting needs matplotlib, which is not installed ({exc}); "
+                          f"{EXTRA_HINT}") from None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def plot_table(
@@ -118,7 +129,7 @@ def plot_table(
 
 
 def main(argv: Sequence[str]) -> int:
-    """Draw the plot; exit 0, 1 when the file cannot be read or drawn, 2 for bad arguments."""
+    """Draw the plot; exit 0, 1 when drawing fails, 2 for bad arguments or a bad file."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
         epilog="example: spikebridge plot run.sbr -o raster.png --bin-ms 5 --start 10 --end 20",
@@ -142,6 +153,14 @@ def main(argv: Sequence[str]) -> int:
         return error(PROG, "--bin-ms, --width, --height and --dpi must be > 0")
     if args.start is not None and args.end is not None and args.end <= args.start:
         return error(PROG, "--end must be after --start")
+    try:
+        formats = image_formats()
+    except ImportError as exc:
+        return error(PROG, str(exc))
+    suffix = os.path.splitext(args.output)[1].lower().lstrip(".")
+    if suffix not in formats:
+        return error(PROG, f"-o {args.output}: unknown image type {suffix or '(no suffix)'!r}; "
+                           f"matplotlib writes {', '.join(formats)}")
     try:
         table = load_table(args.files)
     except OSError as exc:

@@ -24,7 +24,15 @@ from types import FrameType, MappingProxyType
 
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from bridge.config import BridgeConfig, MetricsConfig, config_from_flags, load_config, parse_listen
+from bridge.config import (
+    CLI_SOURCE,
+    BridgeConfig,
+    MetricsConfig,
+    config_from_flags,
+    describe_change,
+    load_config,
+    parse_listen,
+)
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.loop import Bridge
 from bridge.engine.realtime import RealtimeRefused
@@ -150,7 +158,7 @@ class Reloader:
 
     def _apply(self) -> None:
         old = self.cfg
-        if not os.path.isfile(old.source):
+        if old.source == CLI_SOURCE:
             log.info("reload: started from --in/--out, there is no config file to re-read")
             return
         try:
@@ -161,7 +169,7 @@ class Reloader:
         watchdog = _watchdog_config(new)
         self._heartbeat.watchdog = watchdog.policy(self._usec) if self._usec else None
         self.cfg = replace(old, sections=MappingProxyType({**old.sections, "watchdog": watchdog}))
-        log.info("reload: applied [watchdog] %s", watchdog)
+        log.info("reload: applied [watchdog] %s", describe_watchdog(watchdog))
         if self._bridge is not None:
             changed = self._bridge.reconfigure(new)
             log.info("reload: applied allow-lists, auth keys, source filters, max_age_ms, "
@@ -172,8 +180,15 @@ class Reloader:
                            old, f.name)]
         changed += [f"[{name}]" for name in sorted(set(new.sections) | set(old.sections))
                     if name != "watchdog" and new.section(name) != old.section(name)]
+        changed = [describe_change(name, old, new) for name in changed]
         if changed:
-            log.warning("reload: %s changed; restart the service to apply", ", ".join(changed))
+            log.warning("reload: %s changed; restart the service to apply", "; ".join(changed))
+
+
+def describe_watchdog(w: WatchdogConfig) -> str:
+    """A [watchdog] section as its config keys: ``stall_ms = 50, max_misses = 3, ...``."""
+    window = "the watchdog period" if w.window_ns is None else f"{w.window_ns / 1e9:g}"
+    return f"stall_ms = {w.stall_ns / 1e6:g}, max_misses = {w.max_misses}, window_s = {window}"
 
 
 def _watchdog_config(cfg: BridgeConfig) -> WatchdogConfig:
