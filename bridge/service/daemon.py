@@ -182,7 +182,7 @@ class Reloader:
                     if name != "watchdog" and new.section(name) != old.section(name)]
         changed = [describe_change(name, old, new) for name in changed]
         if changed:
-            log.warning("reload: %s changed; restart the service to apply", "; ".join(changed))
+            log.warning("reload: restart the service to apply: %s", "; ".join(changed))
 
 
 def describe_watchdog(w: WatchdogConfig) -> str:
