@@ -130,3 +130,31 @@ def test_record_to_a_file_that_cannot_be_created_is_2(tmp_path: Path, capsys) ->
                       str(blocker / "r.sbr"), "--duration", "0.1")
     assert code == 2, text
     assert "cannot record to" in text
+
+
+def test_listen_that_loses_its_device_is_1() -> None:
+    """A runtime failure: the serial device goes away while ``listen`` reads it."""
+    import os
+    import subprocess
+    import time
+
+    from bridge.testing import spikebridge_cmd
+
+    master, slave = os.openpty()
+    name = os.ttyname(slave)
+    proc = subprocess.Popen(spikebridge_cmd("listen", f"serial:{name}?format=edvs",
+                                            "--timeout", "20"),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "listening on" in proc.stderr.readline()
+        time.sleep(0.2)  # let it poll the device
+        os.close(master)
+        os.close(slave)
+        err = proc.communicate(timeout=15)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err

@@ -189,7 +189,7 @@ def test_python_step_signatures(tmp_path: Path, source: str, ok: bool) -> None:
     if ok:
         processor_from_spec(spec)
     else:
-        with pytest.raises(ConfigError, match="cannot be called as|is async|is a generator"):
+        with pytest.raises(ConfigError, match=r"cannot be called as|is async|is a generator"):
             processor_from_spec(spec)
 
 

@@ -31,9 +31,10 @@ def main(argv: Sequence[str]) -> int:
         return error("spikebridge check", str(exc))
     if not args.quiet:
         mode = f"stepped dt={cfg.dt_ns / 1e6:g} ms" if cfg.mode == "stepped" else "relay"
-        outs = "set by its setup()" if plan.outputs is None else str(plan.outputs)
+        outs = ("the outputs sized by its setup()" if plan.outputs is None
+                else f"{plan.outputs} outputs")
         print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor} "
-              f"({plan.inputs} inputs, {outs} outputs)")
+              f"({plan.inputs} inputs, {outs})")
         for spec in (*cfg.inputs, *cfg.outputs):
             print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  "
                   f"[{spec.offset}..{spec.offset + spec.neurons - 1}]")
