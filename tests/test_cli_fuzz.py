@@ -1,20 +1,24 @@
 """Random argument lists and random config files for every command: the exit code is 0, 1 or
 2 and stderr never holds a traceback.
 
-Each command line runs as its own process (``python -m bridge``) in a scratch directory, with
-a time limit: a command that is still running then (a daemon, a listener, a benchmark) is
-stopped with SIGTERM and must still exit 0, 1 or 2 without a traceback. The words are drawn
+Each command line runs as its own process in a scratch directory, forked from a server that
+has imported the command modules once (tests/cli_forkserver.py: ``bridge.cli.main`` as the
+console script runs it, an escaping exception printed as a traceback), with a time limit: a
+command that is still running then (a daemon, a listener, a benchmark) is stopped with
+SIGTERM and must still exit 0, 1 or 2 without a traceback. The words are drawn
 from each command's own ``--help`` (options and choices), numbers that break parsers (nan,
 inf, negative, huge), files (random TOML configs, random bytes, a PNG, a recording, a CSV,
 missing paths) and endpoint URLs. Network safety: every URL and address is drawn from a fixed
 list whose hosts are all 127.0.0.1, and free text never holds ':' or '/', so no random word
 can become an address; datagrams sent to the listed ports land in sockets this test holds.
 
-The default run tries a few dozen lines; ``-m slow`` runs 2000 * SPIKEBRIDGE_SLOW_BUDGET.
+The default run tries 8 lines per command; ``-m slow`` runs 400 * SPIKEBRIDGE_SLOW_BUDGET per
+command.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -27,7 +31,7 @@ from pathlib import Path
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from bridge.cli import COMMANDS  # noqa: E402
@@ -171,21 +175,19 @@ def configs(ports: list[int]) -> st.SearchStrategy[bytes]:
     return st.one_of(text, text, text, st.binary(max_size=200))
 
 
-def argument_lists(words: dict[str, list[str]], ports: list[int]) -> st.SearchStrategy[
-        tuple[str, list[str], bytes]]:
-    def for_command(name: str) -> st.SearchStrategy[tuple[str, list[str], bytes]]:
-        word = st.one_of(
-            st.sampled_from(words[name] or ["--help"]), st.sampled_from(words[name] or ["-h"]),
-            st.sampled_from(NUMBERS), st.sampled_from(FILES), st.sampled_from(PROCESSORS),
-            urls(ports), st.sampled_from([f"127.0.0.1:{p}" for p in ports]
-                                         + ["http://127.0.0.1:1/metrics", "127.0.0.1:0"]),
-            TEXT)
-        args = st.lists(word, max_size=7)
-        if name == "bench":
-            args = args.map(_no_benchmark_run)
-        return st.tuples(st.just(name), args, configs(ports))
-
-    return st.sampled_from(sorted(COMMANDS)).flatmap(for_command)
+def argument_lists(words: dict[str, list[str]], ports: list[int],
+                   name: str) -> st.SearchStrategy[tuple[str, list[str], bytes]]:
+    """Command lines for command ``name``: its own words mixed with hostile ones."""
+    word = st.one_of(
+        st.sampled_from(words[name] or ["--help"]), st.sampled_from(words[name] or ["-h"]),
+        st.sampled_from(NUMBERS), st.sampled_from(FILES), st.sampled_from(PROCESSORS),
+        urls(ports), st.sampled_from([f"127.0.0.1:{p}" for p in ports]
+                                     + ["http://127.0.0.1:1/metrics", "127.0.0.1:0"]),
+        TEXT)
+    args = st.lists(word, max_size=7)
+    if name == "bench":
+        args = args.map(_no_benchmark_run)
+    return st.tuples(st.just(name), args, configs(ports))
 
 
 BENCHMARKS: list[str] = []
@@ -199,13 +201,54 @@ def _no_benchmark_run(args: list[str]) -> list[str]:
     return args
 
 
-def run_line(cwd: Path, command: str, args: list[str]) -> tuple[int, str, bool]:
-    """Run ``spikebridge COMMAND ARGS`` in ``cwd``: (exit code, stderr, stopped by us)."""
+def _env(cwd: Path) -> dict[str, str]:
     env = {**os.environ, "HOME": str(cwd), "XDG_CACHE_HOME": str(cwd / "cache"),
            "PYTHONPATH": str(ROOT)}
     env.pop("NOTIFY_SOCKET", None)
     env.pop("WATCHDOG_USEC", None)
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", command, *args], cwd=cwd, env=env,
+    return env
+
+
+class ForkServer:
+    """tests/cli_forkserver.py in a subprocess: ``run(cwd, command, args)`` like run_line."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("cli_forkserver.py"))], cwd=cwd,
+            env=_env(cwd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            start_new_session=True)
+        assert self.proc.stdout is not None
+        assert json.loads(self.proc.stdout.readline()) == {"ready": True}
+
+    def run(self, cwd: Path, command: str, args: list[str]) -> tuple[int, str, bool]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps({"args": [command, *args], "cwd": str(cwd),
+                                          "limit": TIME_LIMIT_S}) + "\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        return int(reply["code"]), str(reply["stderr"]), bool(reply["stopped"])
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(scratch: Path) -> Iterator[ForkServer]:
+    fs = ForkServer(scratch)
+    yield fs
+    fs.close()
+
+
+def run_line(cwd: Path, command: str, args: list[str]) -> tuple[int, str, bool]:
+    """Run ``python -m bridge COMMAND ARGS`` in ``cwd``: (exit code, stderr, stopped by us)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", command, *args], cwd=cwd,
+                            env=_env(cwd),
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     stopped = False
@@ -227,12 +270,17 @@ def run_line(cwd: Path, command: str, args: list[str]) -> tuple[int, str, bool]:
     return proc.returncode, err.decode("utf-8", "replace"), stopped
 
 
-def check_line(scratch: Path, line: tuple[str, list[str], bytes]) -> None:
+def check_line(server: ForkServer, scratch: Path, line: tuple[str, list[str], bytes]) -> None:
     command, args, config = line
     (scratch / "cfg.toml").write_bytes(config)
     for made in ("out.sbr", "out.csv", "out.npz", "out.png", "out.xyz"):
         (scratch / made).unlink(missing_ok=True)
-    code, err, stopped = run_line(scratch, command, args)
+    code, err, stopped = server.run(scratch, command, args)
+    event(f"exit {code}{' (stopped)' if stopped else ''}")
+    log = os.environ.get("SPIKEBRIDGE_FUZZ_LOG")  # one line per command line tried
+    if log:
+        with open(log, "a") as fh:
+            fh.write(f"{code}{'s' if stopped else ''}\t{command}\t{args!r}\t{err[-160:]!r}\n")
     shown = f"spikebridge {command} {' '.join(args)!s}\nconfig: {config[:300]!r}\n{err[-3000:]}"
     assert TRACEBACK not in err, shown
     if stopped:
@@ -248,24 +296,28 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                       HealthCheck.data_too_large])
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_random_command_lines_exit_0_1_or_2_without_a_traceback(
-        words: dict[str, list[str]], sinks: list[int], scratch: Path) -> None:
-    @settings(max_examples=30, **SETTINGS)  # type: ignore[arg-type]
-    @given(argument_lists(words, sinks))
+        command: str, words: dict[str, list[str]], sinks: list[int], scratch: Path,
+        server: ForkServer) -> None:
+    @settings(max_examples=8, **SETTINGS)  # type: ignore[arg-type]
+    @given(argument_lists(words, sinks, command))
     def one(line: tuple[str, list[str], bytes]) -> None:
-        check_line(scratch, line)
+        check_line(server, scratch, line)
 
     one()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(max(120, int(2000 * budget() * (TIME_LIMIT_S + 12))))
-def test_random_command_lines_long_run(words: dict[str, list[str]], sinks: list[int],
-                                       scratch: Path) -> None:
-    @settings(max_examples=max(1, int(2000 * budget())), **SETTINGS)  # type: ignore[arg-type]
-    @given(argument_lists(words, sinks))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.timeout(max(120, int(400 * budget() * (TIME_LIMIT_S + 1))))
+def test_random_command_lines_long_run(command: str, words: dict[str, list[str]],
+                                       sinks: list[int], scratch: Path,
+                                       server: ForkServer) -> None:
+    @settings(max_examples=max(1, int(400 * budget())), **SETTINGS)  # type: ignore[arg-type]
+    @given(argument_lists(words, sinks, command))
     def one(line: tuple[str, list[str], bytes]) -> None:
-        check_line(scratch, line)
+        check_line(server, scratch, line)
 
     one()
 
