@@ -185,9 +185,58 @@ def argument_lists(words: dict[str, list[str]], ports: list[int],
                                      + ["http://127.0.0.1:1/metrics", "127.0.0.1:0"]),
         TEXT)
     args = st.lists(word, max_size=7)
+    shaped = _shaped(name, ports, word)
+    if shaped is not None:  # half of the lines have the command's own shape, with bad values
+        args = st.one_of(args, shaped)
     if name == "bench":
         args = args.map(_no_benchmark_run)
     return st.tuples(st.just(name), args, configs(ports))
+
+
+def _shaped(name: str, ports: list[int],
+            word: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]] | None:
+    """Argument lists in the shape the command expects (positionals first, then options)."""
+    url = urls(ports)
+    num = st.one_of(st.sampled_from(NUMBERS), st.floats(allow_nan=True).map(repr))
+    cfg = st.sampled_from(["cfg.toml", "cfg.toml", "raster.png", "missing.toml"])
+    extra = st.lists(word, max_size=2)
+    shapes: dict[str, list[st.SearchStrategy[list[str]]]] = {
+        "check": [st.tuples(cfg).map(list)],
+        "prebuild": [st.tuples(cfg).map(list)],
+        "run": [st.tuples(cfg).map(list),
+                st.tuples(st.just("--in"), url, st.just("--out"), url, st.just("--dt"), num,
+                          st.just("--processor"), st.sampled_from(PROCESSORS),
+                          st.just("--duration"), st.sampled_from(["0.2", "0.5", "nan", "-1"]))
+                .map(list)],
+        "top": [st.tuples(st.one_of(cfg, url), st.just("--iterations"), st.just("1"),
+                          st.just("--interval"), num).map(list)],
+        "send": [st.tuples(url, st.just("--ids"), st.sampled_from(
+            ["1,7", "0-3", "", "x", "4294967296", "9-1"]), st.just("--count"),
+            st.sampled_from(["1", "3", "-1"]), st.just("--node"), num).map(list)],
+        "listen": [st.tuples(url, st.just("--timeout"), st.sampled_from(["0.2", "nan", "-1"]),
+                             st.just("--count"), st.just("1")).map(list)],
+        "record": [st.tuples(url, st.sampled_from(["out.sbr", "rec.sbr", "out.csv"]),
+                             st.just("--duration"), st.sampled_from(["0.3", "nan", "inf"]),
+                             st.just("--rotate-mb"), num).map(list)],
+        "replay": [st.tuples(st.sampled_from(["rec.sbr", "raster.png", "missing.sbr"]), url,
+                             st.just("--speed"), num).map(list)],
+        "plot": [st.tuples(st.sampled_from(["rec.sbr", "raster.png", "spikes.csv"]),
+                           st.just("-o"), st.sampled_from(["out.png", "out.xyz", "out"]),
+                           st.just("--bin-ms"), num, st.just("--start"), num).map(list)],
+        "convert": [st.tuples(st.sampled_from(["rec.sbr", "spikes.csv", "raster.png",
+                                               "noise.bin", "missing.npz"]),
+                              st.sampled_from(["out.sbr", "out.csv", "out.npz", "out.xyz"]),
+                              st.just("--dt-ms"), num).map(list)],
+        "demo": [st.tuples(st.just("--seconds"), st.sampled_from(["0.5", "nan", "-1"]),
+                           st.just("--dt"), num, st.just("--metrics"),
+                           st.sampled_from(["", "127.0.0.1:0", "nan"])).map(list)],
+        "emulate": [st.tuples(st.sampled_from(["edvs", "board", "nope"]),
+                              st.just("--duration"), st.sampled_from(["0.3", "nan", "-1"]),
+                              st.just("--rate"), num).map(list)],
+    }
+    if name not in shapes:
+        return None
+    return st.tuples(st.one_of(shapes[name]), extra).map(lambda t: [*t[0], *t[1]])
 
 
 BENCHMARKS: list[str] = []
