@@ -28,6 +28,7 @@ MODES = ("relay", "stepped")
 # step leaves no time to wait for input, the schedule is all catch-up and the finest
 # step-lateness bucket (10 µs) can no longer tell a late step from a kept one.
 MIN_DT_NS = 10_000
+MAX_NS = 2**62  # any time in the config: about 146 years, well inside int64 nanoseconds
 
 # Sections owned by other subsystems: name -> "module:function" taking (table, key path) and
 # returning a frozen settings object (ConfigError on a bad key).
@@ -133,6 +134,8 @@ def _get(
 def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = False) -> int:
     if not math.isfinite(value):
         raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+    if abs(float(value) * unit_ns) >= MAX_NS:
+        raise ConfigError(f"must be under {MAX_NS / unit_ns:g}, got {value!r}", key=key)
     ns = round(float(value) * unit_ns)
     if ns < 0 or (ns == 0 and not allow_zero):
         raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key)

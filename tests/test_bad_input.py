@@ -54,7 +54,26 @@ def test_params_may_hold_non_finite_numbers(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_dt_flag_non_finite(capsys, value: str) -> None:
     code, err = call(capsys, "run", "--in", "udp://127.0.0.1:9?neurons=4", f"--dt={value}")
-    assert code == 2 and "bridge.dt_ms: must be a finite number" in err, err
+    assert code == 2 and "argument --dt: must be a finite number" in err, err
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["demo", "--seconds", "nan"], "--seconds"),
+    (["top", "--metrics", "http://127.0.0.1:1/metrics", "--interval", "inf"], "--interval"),
+    (["listen", "udp://127.0.0.1:0?neurons=4", "--timeout", "nan"], "--timeout"),
+    (["send", "udp://127.0.0.1:9?neurons=4", "--ids", "1", "--rate", "inf"], "--rate"),
+    (["emulate", "edvs", "--duration", "nan"], "--duration"),
+])
+def test_every_command_refuses_non_finite_options(capsys, args: list[str], option: str) -> None:
+    code, err = call(capsys, *args)
+    assert code == 2 and f"argument {option}: must be a finite number" in err, err
+
+
+def test_a_huge_finite_time_is_refused_not_overflowed(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"[bridge]\ndt_ms = 1.7976931348623157e308\n{INPUT}")
+    code, err = call(capsys, "check", str(path))
+    assert code == 2 and "bridge.dt_ms: must be under" in err, err
 
 
 def test_a_dt_below_what_the_engine_keeps_is_refused_with_the_reason(tmp_path: Path,
