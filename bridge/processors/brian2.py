@@ -406,7 +406,7 @@ class Brian2Processor(Processor):
         self._dt_s = dt_ns * 1e-9
         dt = self._dt_s * b2.second
         b2.defaultclock.dt = dt
-        inp = self._input_group(b2, inputs)
+        inp = self.input_group = self._input_group(b2, inputs)
         try:
             result, local_names = _call_keeping_locals(self.builder, inp, dt, dict(params))
         except ConfigError:
@@ -421,6 +421,11 @@ class Brian2Processor(Processor):
 
     def _drop(self) -> None:
         """Forget a network built by ``preflight`` (its objects are never run)."""
+        built = list(self.net.sorted_objects) if self.net is not None else []
+        if self.input_group is not None:
+            built.append(self.input_group)
+        for obj in built:  # Brian warns about objects deleted without a network that ran them
+            obj._network = self.net.id if self.net is not None else "spikebridge preflight"
         self.net = None
         self.input_group = None
         self.output_groups = []
