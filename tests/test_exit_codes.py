@@ -97,8 +97,7 @@ def test_top_from_a_config_without_metrics_is_2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "metrics.listen" in text
 
 
-def test_plot_to_an_unknown_image_type_is_2(tmp_path: Path, capsys) -> None:
-    pytest.importorskip("matplotlib")
+def _recording(tmp_path: Path) -> Path:
     import numpy as np
 
     from bridge.record.format import EndpointInfo, Header, encode_end, encode_spikes
@@ -110,10 +109,24 @@ def test_plot_to_an_unknown_image_type_is_2(tmp_path: Path, capsys) -> None:
     w.write(encode_spikes(1000, 0, 3, 0, 0, np.array([1, 2], dtype=np.uint32)))
     w.write(encode_end(2000, 1, 0, 0, 0))
     w.close()
+    return rec
+
+
+def test_plot_to_an_unknown_image_type_is_2(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    rec = _recording(tmp_path)
     assert call(capsys, "plot", str(rec), "-o", str(tmp_path / "x.png"))[0] == 0
     code, text = call(capsys, "plot", str(rec), "-o", str(tmp_path / "x.xyz"))
     assert code == 2 and "unknown image type 'xyz'" in text and "png" in text
     assert not (tmp_path / "x.xyz").exists()
+
+
+def test_plot_with_more_rate_bins_than_can_be_drawn_is_2(tmp_path: Path, capsys) -> None:
+    # Found by tests/test_cli_fuzz.py: a tiny --bin-ms was "cannot draw" (exit 1).
+    pytest.importorskip("matplotlib")
+    code, text = call(capsys, "plot", str(_recording(tmp_path)), "-o", str(tmp_path / "x.png"),
+                      "--bin-ms", "1e-9", "--start=-1e6")
+    assert code == 2 and "rate bins" in text, text
 
 
 def test_convert_a_bad_csv_is_2(tmp_path: Path, capsys) -> None:

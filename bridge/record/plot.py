@@ -23,6 +23,11 @@ from bridge.tools import ArgumentParser, error
 PROG = "spikebridge plot"
 EXTRA_HINT = "pip install 'spikebridge[plot]'"
 MAX_MARKERS = 2_000_000  # beyond this the raster is thinned evenly (and the title says so)
+MAX_BINS = 1_000_000  # rate bins: far more than any image has pixels across
+
+
+class PlotRangeError(ValueError):
+    """The options ask for a plot that cannot be drawn (a bad argument, not a failure)."""
 
 
 def image_formats() -> list[str]:
@@ -103,6 +108,10 @@ def plot_table(
                       markerscale=3, frameon=False)
 
     rate_ax: Any = axs[-1]
+    if (hi - lo) / bin_s > MAX_BINS:
+        plt.close(fig)
+        raise PlotRangeError(f"--bin-ms {bin_s * 1e3:g} makes {(hi - lo) / bin_s:.3g} rate bins "
+                             f"over {hi - lo:g} s; at most {MAX_BINS} are drawn")
     edges = np.arange(lo, hi + bin_s, bin_s)
     if len(edges) < 2:
         edges = np.array([lo, lo + bin_s])
@@ -175,6 +184,8 @@ def main(argv: Sequence[str]) -> int:
         )
     except KeyError as exc:
         return error(PROG, str(exc.args[0]))
+    except PlotRangeError as exc:
+        return error(PROG, str(exc))
     except (OSError, ValueError) as exc:
         print(f"{PROG}: cannot draw {args.output}: {exc}", file=sys.stderr)
         return 1
