@@ -59,6 +59,7 @@ def test_the_table_is_in_help_and_in_the_docs(capsys) -> None:
         assert " ".join(text.split()).count(meaning) == 1
         row = re.search(rf"^\| {number} \| (.+) \|$", docs, re.M)
         assert row is not None, f"docs/cli.md has no row for exit code {number}"
+        assert row.group(1) == meaning  # the docs say what --help says
     assert "exit codes" in text
 
 
