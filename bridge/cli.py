@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulate": ("bridge.emulate.cli:main", "run an eDVS or board emulator behind a pty"),
     "prebuild": ("bridge.prebuild:main", "compile a config's Brian2 network ahead of time"),
     "bench": ("bridge.bench:main", "benchmarks: relay, stepped, serial, ..."),
+    "deploy": ("bridge.tools.deploy:main", "write the units, udev rule, dashboards, examples"),
+    "completion": ("bridge.tools.completion:main", "print the bash or zsh completion script"),
+    "man": ("bridge.tools.manpage:main", "print the spikebridge(1) manual page"),
 }
 
 

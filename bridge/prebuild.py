@@ -19,8 +19,8 @@ from bridge.errors import ConfigError
 from bridge.preflight import preflight
 
 
-def main(argv: Sequence[str]) -> int:
-    """Compile and report; exit 0 done, 1 failure, 2 bad config or arguments."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = argparse.ArgumentParser(
         prog="spikebridge prebuild",
         description="Compile a config's Brian2 network into its code cache ahead of time, "
@@ -29,6 +29,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("config", help="the TOML config the daemon will run")
     parser.add_argument("--cache-dir", help="compile into DIR instead of [brian2] cache_dir")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Compile and report; exit 0 done, 1 failure, 2 bad config or arguments."""
+    parser = build_parser()
     args = parser.parse_args(list(argv))
     try:
         from bridge.processors.brian2 import Brian2Processor, Brian2Settings

@@ -722,8 +722,8 @@ def write_seeds(root: Path | None = None) -> int:
     return n
 
 
-def main(argv: Sequence[str]) -> int:
-    """Fuzz the named targets (default: all) and print runs, time and coverage for each."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     from bridge.tools import ArgumentParser
 
     parser = ArgumentParser(
@@ -743,6 +743,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--write-seeds", action="store_true",
                         help="only write the seed inputs into the corpus and exit")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0: fixed default)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Fuzz the named targets (default: all) and print runs, time and coverage for each."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.write_seeds:
         print(f"wrote {write_seeds(args.corpus)} seed inputs")

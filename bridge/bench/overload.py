@@ -282,8 +282,8 @@ def report(fig: Figures) -> None:
         print(f"  {'PASS' if ok else 'FAIL'}  {what}")
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the overload benchmark; 0 when every target is met."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench overload", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the overload")
@@ -297,6 +297,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
     parser.add_argument("--watchdog-ms", type=int, default=1000, help="WATCHDOG_USEC / 1000")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the overload benchmark; 0 when every target is met."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     log_dir = Path(tempfile.mkdtemp(prefix="spikebridge-overload-"))
     print(f"spikebridge bench overload: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "

@@ -328,8 +328,8 @@ def run_target(name: str, argv: list[str], in_port: int, out_port: int, args: An
     return r
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the relay benchmark and print the comparison."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench relay", description=__doc__)
     parser.add_argument("--pings", type=int, default=5000, help="ping-pong samples per target")
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each blast")
@@ -337,6 +337,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--anchors", help="directory with udp_echo.py and seed_port.py")
     parser.add_argument("--no-ancestor", action="store_true", help="skip the ancestor's port")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the relay benchmark and print the comparison."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     anchors = anchors_dir(args.anchors)
     tmp = Path(tempfile.mkdtemp(prefix="spikebridge-bench-"))

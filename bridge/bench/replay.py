@@ -155,8 +155,8 @@ def run(seconds: float, rate: float, spikes: int, spin_us: float, seed: int) -> 
     }
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the replay benchmark and print its figures."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench replay", description=__doc__)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
     parser.add_argument("--rate", type=float, default=1000.0, help="mean frames/s (default 1000)")
@@ -165,6 +165,12 @@ def main(argv: Sequence[str]) -> int:
                         help=f"busy-wait before each frame (default {DEFAULT_SPIN_US:g})")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the replay benchmark and print its figures."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.rate <= 0 or not 0 <= args.spikes <= 1000:
         print("spikebridge bench replay: --duration and --rate must be > 0, --spikes 0..1000",

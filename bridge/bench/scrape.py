@@ -145,8 +145,8 @@ def collection_cost(endpoints: int, repeats: int = 200) -> tuple[Quantiles, int]
     return Quantiles.of_ns(np.array(times, dtype=np.int64)), len(body)
 
 
-def main(argv: Sequence[str]) -> int:
-    """Print lateness with and without scrapes, and the p99 ratio against the target."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench scrape", description=__doc__,
                             formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each phase (2)")
@@ -165,6 +165,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--switch-interval-us", type=float,
                         help="sys.setswitchinterval for the run ([realtime] switch_interval_us)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print lateness with and without scrapes, and the p99 ratio against the target."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.rounds < 1 or args.rate <= 0 or args.endpoints < 1:
         parser.error("--seconds, --rounds, --rate and --endpoints must be positive")

@@ -1,11 +1,13 @@
 """``spikebridge bench serial``: an eDVS stream at line rate through the daemon, and codec rates.
 
 Part 1 times the raw decoders (board and edvs) on in-memory streams fed in 4 KiB chunks, as
-the loop feeds them. Part 2 runs the eDVS emulator (its own process) at the 12 Mbaud line
-rate, 2-byte events (about 600k events/s), into ``spikebridge run`` (its own process), relaying
-to a UDP sink here. It reports the daemon's CPU use (from /proc/PID/stat, whole process, over
-the steady window) and where every event went: delivered, or counted as dropped by the sensor,
-the daemon or the sink's kernel buffer. It never asserts: it is a benchmark, not a test.
+the loop feeds them, and the board encoder; the board rows run twice, with the ``cobs``
+package the codec uses and with the hand-written COBS it replaced, and print their ratio.
+Part 2 runs the eDVS emulator (its own process) at the 12 Mbaud line rate, 2-byte events
+(about 600k events/s), into ``spikebridge run`` (its own process), relaying to a UDP sink here.
+It reports the daemon's CPU use (from /proc/PID/stat, whole process, over the steady window)
+and where every event went: delivered, or counted as dropped by the sensor, the daemon or the
+sink's kernel buffer. It never asserts: it is a benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.bench.cobs_py import PyCobsBoardCodec
 from bridge.codecs.board import BoardCodec
 from bridge.codecs.edvs import EdvsCodec, event_bytes
 from bridge.codecs.native import NativeCodec
@@ -76,16 +79,39 @@ def codec_rates(seconds_of_data: float = 1.0, repeat: int = 3) -> list[dict[str,
         rows.append({"codec": "edvs", "case": f"{evsize}-byte events", "events": n,
                      "events_per_s": n / secs, "MB_per_s": len(data) / secs / 1e6})
     for per_frame in (16, 256):
-        tx = BoardCodec()
         frames = max(1, n_ev // per_frame // 4)
-        data = b"".join(
-            tx.encode(SpikeFrame.of(rng.integers(0, 4096, per_frame))) for _ in range(frames)
-        )
-        secs, n = _time_decode(BoardCodec, data, repeat)
-        rows.append({"codec": "board", "case": f"{per_frame} spikes/frame", "events": n,
-                     "events_per_s": n / secs, "frames_per_s": frames / secs,
-                     "MB_per_s": len(data) / secs / 1e6})
+        spikes = [SpikeFrame.of(rng.integers(0, 4096, per_frame)) for _ in range(frames)]
+        for cobs_impl, make in (("cobs", BoardCodec), ("python", PyCobsBoardCodec)):
+            data = b"".join(make().encode(f) for f in spikes)
+            secs, n = _time_decode(make, data, repeat)
+            rows.append({"codec": "board", "cobs": cobs_impl, "case": f"{per_frame} spikes/frame",
+                         "events": n, "events_per_s": n / secs, "frames_per_s": frames / secs,
+                         "MB_per_s": len(data) / secs / 1e6})
+            secs = _time_encode(make, spikes, repeat)
+            rows.append({"codec": "board", "cobs": cobs_impl,
+                         "case": f"encode {per_frame} spikes/frame", "events": frames * per_frame,
+                         "events_per_s": frames * per_frame / secs,
+                         "frames_per_s": frames / secs, "MB_per_s": len(data) / secs / 1e6})
     return rows
+
+
+def _time_encode(make: Callable[[], Any], frames: Sequence[SpikeFrame], repeat: int) -> float:
+    """Best-of-``repeat`` seconds to encode ``frames`` with one codec."""
+    best = float("inf")
+    for _ in range(repeat):
+        codec = make()
+        t0 = time.perf_counter()
+        for frame in frames:
+            codec.encode(frame)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def cobs_ratios(rows: Sequence[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Per board case: the ``cobs`` package's rate over the hand-written COBS's (>1: faster)."""
+    rate = {(r["case"], r["cobs"]): r["events_per_s"] for r in rows if "cobs" in r}
+    return [(case, rate[(case, "cobs")] / rate[(case, "python")])
+            for case, impl in rate if impl == "cobs" and (case, "python") in rate]
 
 
 # -- part 2: through the daemon ------------------------------------------------------------
@@ -276,8 +302,8 @@ def round_trips(reader: str, count: int = 500) -> dict[str, Any]:
             "p99_us": round(float(np.percentile(arr, 99))), "max_us": round(float(arr.max()))}
 
 
-def main(argv: Sequence[str]) -> int:
-    """Print codec rates and the through-daemon figures (JSON lines with --json)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     p = argparse.ArgumentParser(prog="spikebridge bench serial", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--window", type=float, default=5.0, help="measured seconds (default 5)")
@@ -288,6 +314,12 @@ def main(argv: Sequence[str]) -> int:
                    help="how the daemon reads the port (both: run twice and compare)")
     p.add_argument("--codecs-only", action="store_true", help="only part 1")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print codec rates and the through-daemon figures (JSON lines with --json)."""
+    p = build_parser()
     args = p.parse_args(list(argv))
     rows = codec_rates()
     for row in rows:
@@ -295,8 +327,16 @@ def main(argv: Sequence[str]) -> int:
             print(json.dumps({"part": "codec", **row}))
         else:
             extra = f", {row['frames_per_s']:,.0f} frames/s" if "frames_per_s" in row else ""
-            print(f"decode {row['codec']:5} {row['case']:18} {row['events_per_s']:>12,.0f} "
+            name = f"{row['codec']}/{row['cobs']}" if "cobs" in row else row["codec"]
+            case = row["case"] if row["case"].startswith("encode") else "decode " + row["case"]
+            print(f"{name:12} {case:29} {row['events_per_s']:>12,.0f} "
                   f"events/s  {row['MB_per_s']:6.1f} MB/s{extra}")
+    for case, ratio in cobs_ratios(rows):
+        if args.json:
+            print(json.dumps({"part": "cobs_ratio", "case": case, "cobs_over_python": ratio}))
+        else:
+            what = case if case.startswith("encode") else f"decode {case}"
+            print(f"board {what}: cobs package / hand-written COBS = {ratio:.2f}x")
     if args.codecs_only:
         return 0
     readers = ("fd", "thread") if args.reader == "both" else (args.reader,)

@@ -455,8 +455,8 @@ def default_cpu() -> int:
     return max(os.sched_getaffinity(0))
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the chosen parts and print figures and ratios; exit 0 (1 if a part failed)."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench stepped", description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
@@ -482,6 +482,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--cache-dir", default=None, help="Brian2 code cache (default: the "
                         "daemon's default cache)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the chosen parts and print figures and ratios; exit 0 (1 if a part failed)."""
+    parser = build_parser()
     args = parser.parse_args(list(argv))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)

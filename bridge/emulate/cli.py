@@ -24,7 +24,8 @@ from bridge.emulate.faults import Faults
 from bridge.tools import ArgumentParser
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     p = ArgumentParser(  # type=float refuses nan and inf
         prog="spikebridge emulate",
         description="Run an eDVS sensor or spiking board emulator behind a pseudo-terminal.",
@@ -96,7 +97,7 @@ def build(args: argparse.Namespace) -> Emulator:
 
 def main(argv: Sequence[str]) -> int:
     """Run until a signal or --duration; exit 0, or 2 for bad arguments."""
-    args = _parser().parse_args(list(argv))
+    args = build_parser().parse_args(list(argv))
     try:
         emu = build(args)
     except (ValueError, OSError) as exc:

@@ -56,8 +56,8 @@ EXTEND_TIMEOUT_NS = 60_000_000_000
 EXTEND_EVERY_NS = 1_000_000_000
 
 
-def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, str]:
-    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error, level)."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge run",
         description="Run the bridge: from a TOML config, or from --in/--out URLs with no file.",
@@ -89,6 +89,12 @@ def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, st
                              "(default: the config's [metrics] listen, else off)")
     parser.add_argument("--log-level", default="info",
                         choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, str]:
+    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error, level)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     level = args.log_level.upper()
     try:

@@ -16,11 +16,17 @@ from bridge.errors import ConfigError
 from bridge.tools import ArgumentParser, error
 
 
-def main(argv: Sequence[str]) -> int:
-    """Exit 0 and summarise a valid config; exit 2 naming the bad key otherwise."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge check", description=__doc__)
     parser.add_argument("config", help="path to a TOML config file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Exit 0 and summarise a valid config; exit 2 naming the bad key otherwise."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)

@@ -142,14 +142,20 @@ def line(stats: BridgeStats, peers: Peers, elapsed: float) -> str:
     )
 
 
-def main(argv: Sequence[str]) -> int:
-    """Run the demo; exit 0 when it ends (time up or Ctrl-C) with the books balanced."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge demo", description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="how long (0: until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=20.0, help="sensor firing rate, Hz")
     parser.add_argument("--dt", type=float, default=1.0, help="bridge step, ms")
     parser.add_argument("--metrics", default="127.0.0.1:9108",
                         help="where to serve Prometheus metrics ('' for none; port 0: any)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the demo; exit 0 when it ends (time up or Ctrl-C) with the books balanced."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     prog = "spikebridge demo"
     if not (args.seconds >= 0 and args.rate > 0 and args.dt > 0):

@@ -40,8 +40,8 @@ def _frames(codec: Any, stream: bool, data: Any) -> tuple[list[SpikeFrame], list
         frames.append(frame)
 
 
-def main(argv: Sequence[str]) -> int:
-    """Print frames until ``--count`` frames, ``--timeout`` seconds or Ctrl-C."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge listen", description=__doc__,
         epilog="example: spikebridge listen 'udp://127.0.0.1:5001?format=native' --json",
@@ -51,6 +51,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--timeout", type=float, default=0.0,
                         help="stop after S seconds (0: never)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Print frames until ``--count`` frames, ``--timeout`` seconds or Ctrl-C."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     prog = "spikebridge listen"
     if args.count < 0 or args.timeout < 0:

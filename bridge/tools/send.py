@@ -14,8 +14,8 @@ from bridge.frame import SpikeFrame
 from bridge.tools import ArgumentParser, StopFlag, error, parse_ids
 
 
-def main(argv: Sequence[str]) -> int:
-    """Send ``--count`` frames of ``--ids`` at ``--rate`` Hz; exit 0 when all were handed over."""
+def build_parser() -> ArgumentParser:
+    """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge send", description=__doc__,
         epilog="example: spikebridge send 'udp://127.0.0.1:5000?format=legacy&neurons=100' "
@@ -26,6 +26,12 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--count", type=int, default=1, help="frames to send (0: until Ctrl-C)")
     parser.add_argument("--rate", type=float, default=0.0, help="frames per second (0: at once)")
     parser.add_argument("--node", type=int, default=1, help="source node address sent (default 1)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Send ``--count`` frames of ``--ids`` at ``--rate`` Hz; exit 0 when all were handed over."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     prog = "spikebridge send"
     try:

@@ -9,6 +9,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, generate_latest
 
 from bridge.engine.stats import BridgeStats
+from bridge.record.format import EndpointInfo
+from bridge.record.recorder import Recorder
 from bridge.service.metrics import register
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "spikebridge.json"
@@ -19,10 +21,14 @@ def load() -> dict:
 
 
 def exported_names() -> set[str]:
+    """Every family the collector yields, with a recorder and a [realtime] setting asked for."""
     stats = BridgeStats()
     stats.add_input("in0")
     stats.add_output("out0")
     stats.latency("relay")
+    stats.recorder = Recorder("unused.sbr", [EndpointInfo("in0", "udp://127.0.0.1:1", "in",
+                                                          "native", 4)])  # never started
+    stats.realtime_refused = {"priority": 1}
     reg = CollectorRegistry()
     register(stats, reg, build={"version": "0"})
     text = generate_latest(reg).decode()
@@ -96,3 +102,23 @@ def test_the_required_views_are_there() -> None:
     for metric in ("endpoint_up", "serial_reconnects_total", "serial_crc_errors_total",
                    "watchdog_pings_total", "deadline_misses_total"):
         assert f"spikebridge_{metric}" in series, metric
+    # The recorder's counters, every one of them, and the refused real-time settings.
+    recorder = {n for n in exported_names() if n.startswith("spikebridge_record_")}
+    assert len(recorder) == 6, recorder
+    for metric in recorder:
+        assert metric in series, metric
+    assert "by (instance, reason) (rate(spikebridge_record_dropped_frames_total" in series
+    assert "max by (instance, setting) (spikebridge_realtime_refused" in exprs("stat")
+
+
+def test_every_exported_family_is_on_the_dashboard() -> None:
+    """Nothing the daemon exports is left off (the standard process_/python_ ones aside)."""
+    queried = set()
+    for panel in load()["panels"]:
+        for target in panel.get("targets", []):
+            queried.update(re.findall(r"\bspikebridge_[a-z_]+", target["expr"]))
+    families = {re.sub(r"_(bucket|count|sum)$", "", n) for n in exported_names()}
+    queried = {re.sub(r"_(bucket|count|sum)$", "", n) for n in queried}
+    missing = families - queried - {"spikebridge_frames_accepted_total",
+                                    "spikebridge_watchdog_timeout_seconds"}
+    assert not missing, missing

@@ -99,11 +99,19 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:
     threading.Thread(target=drain, args=(notify,), daemon=True).start()
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify.sock"), "WATCHDOG_USEC": "1000000"}
     env.pop("JOURNAL_STREAM", None)
+    # A config rather than --in/--out: the recorder's panels need [record], and the refused
+    # real-time settings panel a [realtime] setting that the system refuses (a CPU that is
+    # not there; the daemon warns and runs on).
+    config = tmp / "bridge.toml"
+    config.write_text(
+        "[bridge]\nnode = 1\ndt_ms = 1.0\n"
+        f"[[input]]\nurl = \"udp://127.0.0.1:{in_port}\"\nname = \"sim\"\nneurons = 64\n"
+        f"[[output]]\nurl = \"udp://127.0.0.1:{out_port}\"\nname = \"monitor\"\nneurons = 64\n"
+        f"[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+        f"[realtime]\ncpus = [{(os.cpu_count() or 1) + 1000}]\n"
+        f"[record]\npath = \"{tmp / 'run-{start}.sbr'}\"\n")
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "run",
-         "--in", f"udp://127.0.0.1:{in_port}?neurons=64&name=sim",
-         "--out", f"udp://127.0.0.1:{out_port}?neurons=64&name=monitor",
-         "--dt", "1", "--metrics", f"127.0.0.1:{metrics_port}"],
+        [sys.executable, "-m", "bridge", "run", str(config)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     shutil.copy(DEPLOY / "prometheus" / "spikebridge-rules.yml", tmp / "spikebridge-rules.yml")
     (tmp / "prometheus.yml").write_text(
@@ -189,6 +197,10 @@ def test_traffic_shows_in_the_series(stack) -> None:
     assert float(one_way[0]["value"][1]) > 0
     pings = query(api, "spikebridge_watchdog_pings_total")
     assert float(pings[0]["value"][1]) >= 2
+    recorded = query(api, f"rate(spikebridge_record_frames_total[{RATE_WINDOW}])")
+    assert float(recorded[0]["value"][1]) > 0
+    refused = query(api, "spikebridge_realtime_refused")
+    assert {r["metric"]["setting"]: float(r["value"][1]) for r in refused} == {"cpus": 1.0}
 
 
 def test_the_alert_rules_load_and_evaluate(stack) -> None:

@@ -353,6 +353,8 @@ DYNAMIC_IMPORTS = {
     ("processors/__init__.py", "processor_from_spec"): "PROCESSORS, a constant table",
     ("config.py", "_section"): "SECTION_PARSERS, a constant table",
     ("processors/python.py", "load_module"): "the processor spec, from the config or CLI only",
+    ("tools/parsers.py", "command_parser"): "COMMANDS or BENCHES targets, constant tables",
+    ("tools/parsers.py", "_table"): "SUBTABLES, a constant table",
 }
 FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle", "yaml",
                      "joblib", "runpy", "code", "codeop"}
