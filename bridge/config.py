@@ -252,15 +252,15 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         raise ConfigError(f"must be 0..65535, got {node}", key="bridge.node")
     processor = _get(br, "processor", "bridge", (str,), "relay")
     kind = processor.partition(":")[0]
-    if kind not in ("relay", "python", "brian2"):
+    if kind not in ("relay", "python", "brian2", "nir"):
         raise ConfigError(f"unknown processor {processor!r}; expected {SPEC_GRAMMAR}",
                           key="bridge.processor")
-    default_mode = "stepped" if kind == "brian2" or "dt_ms" in br else "relay"
+    default_mode = "stepped" if kind in ("brian2", "nir") or "dt_ms" in br else "relay"
     mode = _get(br, "mode", "bridge", (str,), default_mode)
     if mode not in MODES:
         raise ConfigError(f"must be one of {', '.join(MODES)}, got {mode!r}", key="bridge.mode")
-    if kind == "brian2" and mode != "stepped":
-        raise ConfigError("a brian2 processor runs in stepped mode only", key="bridge.mode")
+    if kind in ("brian2", "nir") and mode != "stepped":
+        raise ConfigError(f"a {kind} processor runs in stepped mode only", key="bridge.mode")
     dt_ms = _get(br, "dt_ms", "bridge", (int, float), 1.0)
     dt_ns = _positive_ns(dt_ms, 1_000_000, "bridge.dt_ms")
     if dt_ns < MIN_DT_NS:
@@ -348,12 +348,15 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
 
 
 def _resolve_processor(spec: str, base: str) -> str:
-    """Make a ``python:FILE.py:FN`` or ``brian2:FILE.py`` path relative to ``base``."""
+    """Make a ``python:FILE.py:FN``, ``brian2:FILE.py`` or ``nir:FILE.nir`` path relative to
+    ``base``."""
     kind, sep, arg = spec.partition(":")
     if kind == "brian2" and arg:
         path, colon, builder = arg.partition(":")
         if not os.path.isabs(path):
             return f"brian2:{os.path.join(base, path)}{colon}{builder}"
+    if kind == "nir" and arg and not os.path.isabs(arg):
+        return f"nir:{os.path.join(base, arg)}"
     if kind == "python" and sep:
         module, colon, func = arg.rpartition(":")
         if module.endswith(".py") and not os.path.isabs(module):

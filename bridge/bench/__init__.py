@@ -17,6 +17,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "overload": ("bridge.bench.overload:main", "2x the relay's throughput for a while: books, "
                  "memory, watchdog, recovery"),
     "fuzz": ("bridge.bench.fuzz:main", "coverage-guided fuzzing of every decoder (atheris)"),
+    "nir": ("bridge.bench.nir:main", "nir processor step cost vs its bare executor and snnTorch"),
 }
 
 

@@ -1,6 +1,7 @@
 """Processors: what sits between the merged inputs and the outputs.
 
-A spec string picks one: ``relay``, ``python:MODULE:FUNCTION`` or ``brian2:PATH.py``.
+A spec string picks one: ``relay``, ``python:MODULE:FUNCTION``, ``brian2:PATH.py`` or
+``nir:PATH.nir``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ PROCESSORS: dict[str, str] = {
     "relay": "bridge.processors.relay:RelayProcessor",
     "python": "bridge.processors.python:PythonProcessor",
     "brian2": "bridge.processors.brian2:Brian2Processor",
+    "nir": "bridge.processors.nir:NirProcessor",
 }
 
-SPEC_GRAMMAR = "relay | python:MODULE:FUNCTION | brian2:PATH/TO/NET.py"
+SPEC_GRAMMAR = "relay | python:MODULE:FUNCTION | brian2:PATH/TO/NET.py | nir:PATH/TO/MODEL.nir"
 
 
 def processor_from_spec(spec: str) -> Processor:
