@@ -62,7 +62,8 @@ def usage() -> str:
         "",
         "Run 'spikebridge COMMAND --help' for a command's options.",
         "Endpoint URLs: udp://HOST:PORT, mcast://GROUP:PORT, serial:DEVICE, file:PATH.sbr,",
-        "loop://NAME, each with ?format=...&neurons=...&offset=... (see docs/architecture.md).",
+        "loop://NAME, dv+tcp://HOST:PORT, each with ?format=...&neurons=...&offset=...",
+        "(see docs/architecture.md; event cameras: docs/event-cameras.md).",
     ]
     return "\n".join(lines)
 

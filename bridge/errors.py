@@ -26,6 +26,9 @@ DROP_REASONS: tuple[str, ...] = (
     "queue_full",       # a bounded queue overflowed; the oldest entry was dropped
     "send_failed",      # the kernel refused the datagram (buffer full, peer gone)
     "rcvbuf_overflow",  # the kernel dropped datagrams before we could read them
+    "unrouted",         # accepted by an input, but no id of it falls in any output's slice
+    "peer_unreachable", # the peer refused the datagram (ICMP port unreachable: nobody listens)
+    "not_running",      # the peer's simulation is not running (before START, after STOP)
 )
 REASON_INDEX: dict[str, int] = {name: i for i, name in enumerate(DROP_REASONS)}
 

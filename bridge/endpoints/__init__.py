@@ -38,6 +38,10 @@ ENDPOINTS: dict[str, str] = {
     "loop": "bridge.endpoints.loop:LoopEndpoint",
     "serial": "bridge.endpoints.serial:SerialEndpoint",
     "file": "bridge.endpoints.file:FileEndpoint",
+    "spinnaker": "bridge.endpoints.spinnaker:SpinnakerEndpoint",
+    "spif": "bridge.endpoints.spif:SpifEndpoint",
+    "dv+tcp": "bridge.endpoints.dv:DvEndpoint",
+    "dv+unix": "bridge.endpoints.dv:DvUnixEndpoint",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -158,7 +162,8 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
     url = parse_url(text) if isinstance(text, str) else text
     scheme_cls = endpoint_class(url.scheme)
     params = dict(url.params)
-    default_fmt = "native" if url.scheme != "serial" else None
+    default_fmt = None if url.scheme == "serial" else getattr(scheme_cls, "default_format",
+                                                              "native")
     fmt = params.pop("format", default_fmt)
     if fmt is None:
         raise ConfigError(
@@ -177,6 +182,12 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
         raise ConfigError(f"format {fmt!r} is not available in this build", key=f"{url}: format")
     neurons = _int_param(url, "neurons", params.pop("neurons", "0"), 0, 2**32 - 1)
     offset = _int_param(url, "offset", params.pop("offset", "0"), 0, 2**32 - 1)
+    if offset + neurons > 2**32:
+        raise ConfigError(
+            f"offset={offset} with neurons={neurons} gives ids up to {offset + neurons - 1}, "
+            f"beyond the 32-bit id range (offset + neurons must be <= 2**32)",
+            key=f"{url}: offset",
+        )
     name = params.pop("name", f"{role}{index}")
     if not name or not all(c.isalnum() or c in "_-.:" for c in name):
         raise ConfigError(
@@ -196,9 +207,15 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
                 raise ConfigError(f"not a CIDR network: {part!r}", key=f"{url}: allow") from None
     key_path = params.pop("key", None)
     keys = read_key_file(key_path) if key_path is not None else ()
-    scheme_options = {k: params.pop(k) for k in list(params) if k in scheme_cls.KEYS}
+    # A key the scheme shares with the codec (a camera file's width= with format=spif) goes to
+    # both; any other scheme key is the scheme's alone (spinnaker's tag= is not eieio's tag=).
+    shared = scheme_cls.SHARED_KEYS
+    scheme_options = {k: params[k] if k in shared else params.pop(k)
+                      for k in list(params) if k in scheme_cls.KEYS}
     codec_opts = getattr(fmt_cls, "OPTIONS", {})
     codec_options = {k: params.pop(k) for k in list(params) if k in codec_opts}
+    for k in shared:
+        params.pop(k, None)
     if params:
         unknown = ", ".join(sorted(params))
         raise ConfigError(

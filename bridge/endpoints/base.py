@@ -2,18 +2,26 @@
 
 An endpoint moves bytes only. It never decodes, never blocks the real-time loop (sockets and
 devices are non-blocking) and never raises out of ``recv``/``send`` for a peer's behaviour:
-a refused send returns False and the caller counts it.
+a refused send returns False and the caller counts it. When the peer itself refused it (an ICMP
+port-unreachable, reported as ECONNREFUSED on a connected socket's next send or receive), the
+endpoint also counts it in ``refused`` (``note_refusal``): the loop then books the send as
+``peer_unreachable`` and reports the peer down, apart from a fault of the bridge's own.
 """
 
 from __future__ import annotations
 
+import errno
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge.endpoints.url import EndpointURL
+from bridge.errors import REASON_INDEX
 
 Address = Any  # a socket address tuple, or None for endpoints without peers
+
+# What a connected socket's send reports once the peer answered with ICMP port-unreachable.
+PEER_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED})
 
 
 class Endpoint(ABC):
@@ -21,7 +29,14 @@ class Endpoint(ABC):
 
     scheme: ClassVar[str]
     KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help
+    # Of KEYS, those the format's codec takes as well (sensor geometry): they go to both.
+    SHARED_KEYS: ClassVar[frozenset[str]] = frozenset()
     datagram: ClassVar[bool] = True  # False for byte streams: recv returns chunks to a decoder
+    refused = 0  # sends the peer refused since open (see note_refusal); the loop reads it
+    state: str = ""  # a protocol state for metrics and STATUS= ("" when there is none)
+    control: Mapping[str, int] = {}  # control messages by result, for endpoints with a handshake
+    # the drop reason the loop counts for a refused send that is not a peer refusal
+    refusal_reason: int = REASON_INDEX["send_failed"]
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         if role not in ("in", "out"):
@@ -47,7 +62,20 @@ class Endpoint(ABC):
 
     @abstractmethod
     def send(self, data: bytes) -> bool:
-        """Hand ``data`` to the kernel without blocking; False when it was refused."""
+        """Hand ``data`` to the kernel without blocking; False when it was refused.
+
+        An endpoint whose peer can refuse calls ``note_refusal(exc)`` before returning False.
+        """
+
+    def note_refusal(self, exc: OSError) -> bool:
+        """Count ``exc`` in ``refused`` when it says the peer refused (ECONNREFUSED); True if so."""
+        if exc.errno in PEER_REFUSED_ERRNOS:
+            self.refused += 1
+            self.refusal = exc.strerror or "connection refused"
+            return True
+        return False
+
+    refusal = ""  # the last refusal's message, for the log
 
     def reopen(self, now_ns: int) -> bool:
         """Called by the loop while this endpoint is down; True once it is open again.
@@ -58,6 +86,13 @@ class Endpoint(ABC):
         Endpoints that cannot come back return False.
         """
         return False
+
+    def bind_codec(self, codec: Any) -> Any:
+        """The codec the loop uses for this endpoint: ``codec`` (the URL's), or its own."""
+        return codec
+
+    def service(self, now_ns: int) -> None:  # noqa: B027 - optional
+        """Housekeeping from the loop (timers, control traffic); never blocks."""
 
     def overflow_drops(self) -> int:
         """Datagrams the kernel dropped before we read them, since open (0 when unknown)."""

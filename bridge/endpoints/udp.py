@@ -154,10 +154,16 @@ class UdpEndpoint(Endpoint):
         return self._view[:n], addr
 
     def send(self, data: bytes) -> bool:
-        """Send one datagram; False when the kernel refused it (full buffer, peer unreachable)."""
+        """Send one datagram; False when the kernel refused it (full buffer, peer unreachable).
+
+        A peer that answered an earlier datagram with ICMP port-unreachable makes the kernel
+        fail this connected socket's next send with ECONNREFUSED (this datagram is not sent):
+        that is counted in ``refused``.
+        """
         try:
             self._send(data, _DONTWAIT)
-        except OSError:
+        except OSError as exc:
+            self.note_refusal(exc)
             return False
         return True
 

@@ -16,13 +16,18 @@ GRAMMAR = """\
   udp://HOST:PORT[?KEYS]            unicast UDP (input: bind address; output: destination)
   mcast://GROUP:PORT[?KEYS]         IPv4 multicast (iface=, ttl=, loop=)
   serial:DEVICE-OR-PYSERIAL-URL[?KEYS]   e.g. serial:/dev/serial/by-id/...?baud=4000000&format=edvs
-  file:PATH.sbr[?KEYS]              a spikebridge recording
+  file:PATH.sbr[?KEYS]              a spikebridge recording (or .aedat4 .raw .dat .es .csv)
   loop://NAME[?KEYS]                in-process loopback, for tests
+  spinnaker://LABEL[?KEYS]          a sPyNNaker population (notify=, tag=, board_port=, full_keys=)
+  spif://HOST[:PORT][?KEYS]         a SPIF board's output stream (input; default port 3332)
+  dv+tcp://HOST:PORT[?KEYS]         iniVation DV / dv-processing network event stream (TCP)
+  dv+unix:///PATH[?KEYS]            the same over a Unix socket
 KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=FILE
                     source=NODE  name=LABEL"""
 
 COMMON_KEYS: dict[str, str] = {
-    "format": "wire format (legacy, native, eieio, spif; serial adds board, edvs)",
+    "format": "wire format (legacy, native, eieio, spif, t64_x16_y16_on8, t32_x16_y15_on1; "
+              "serial adds board, edvs)",
     "neurons": "population size of this endpoint",
     "offset": "first neuron of this endpoint in the merged input or the output population",
     "allow": "comma-separated CIDR allow-list of sender addresses (inputs)",
@@ -41,7 +46,7 @@ class EndpointURL:
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        sep = "//" if self.scheme in ("udp", "mcast", "loop") else ""
+        sep = "//" if self.scheme in SLASHED else ""
         query = f"?{urlencode(dict(self.params), safe=',/:')}" if self.params else ""
         return f"{self.scheme}:{sep}{self.target}{query}"
 
@@ -66,7 +71,9 @@ class EndpointURL:
         return host, num
 
 
-SCHEMES = ("udp", "mcast", "serial", "file", "loop")
+SCHEMES = ("udp", "mcast", "serial", "file", "loop", "spinnaker", "spif", "dv+tcp",
+           "dv+unix")
+SLASHED = ("udp", "mcast", "loop", "spinnaker", "spif", "dv+tcp", "dv+unix")  # SCHEME://
 
 
 def parse_url(text: str) -> EndpointURL:
@@ -76,7 +83,7 @@ def parse_url(text: str) -> EndpointURL:
         raise ConfigError(
             f"unknown endpoint {text!r}; the scheme must be one of {', '.join(SCHEMES)}\n{GRAMMAR}"
         )
-    if scheme in ("udp", "mcast", "loop"):
+    if scheme in SLASHED:
         if not rest.startswith("//"):
             raise ConfigError(f"{scheme} URLs start {scheme}://, got {text!r}\n{GRAMMAR}")
         rest = rest[2:]

@@ -21,7 +21,18 @@ from bridge.config import BridgeConfig
 from bridge.endpoints import Endpoint, EndpointSpec, make_codec, open_endpoint
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.pacer import Pacer
-from bridge.engine.router import DECODE, PASS, Span, merged_size, relay_route, shift, take
+from bridge.engine.router import (
+    DECODE,
+    PASS,
+    Span,
+    count_unrouted,
+    merged_size,
+    relay_route,
+    routed_mask,
+    shift,
+    take,
+    uncovered,
+)
 from bridge.engine.sequence import ACCEPT, DUPLICATE, SeqTracker
 from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
 from bridge.errors import REASON_INDEX, ConfigError, DecodeError, EndpointError
@@ -35,6 +46,7 @@ BATCH = 256               # datagrams read from one input per wake-up, for fairn
 MAX_IDLE_NS = 50_000_000  # the loop wakes at least this often, so ticks run when idle
 MAX_SOURCES = 4096        # sequence trackers kept per input
 HOUSEKEEPING_NS = 5_000_000  # under load, housekeeping (ticks, reopen) runs this often
+PEER_DOWN_HOLD_NS = 1_000_000_000  # a refusing peer reads as down this long after its last refusal
 
 _NOT_ALLOWED = REASON_INDEX["not_allowed"]
 _UNKNOWN_SOURCE = REASON_INDEX["unknown_source"]
@@ -44,14 +56,17 @@ _STALE = REASON_INDEX["stale"]
 _QUEUE_FULL = REASON_INDEX["queue_full"]
 _SEND_FAILED = REASON_INDEX["send_failed"]
 _RCVBUF = REASON_INDEX["rcvbuf_overflow"]
+_UNROUTED = REASON_INDEX["unrouted"]
+_PEER_UNREACHABLE = REASON_INDEX["peer_unreachable"]
 _EMPTY = np.empty(0, dtype=np.uint32)
 
 
 class OutputPort:
     """An output endpoint with its codec, its slice of the output population and its counters."""
 
-    __slots__ = ("codec", "down", "ep", "index", "rec", "recorder", "send", "seq", "source",
-                 "span", "spec", "stats", "stream", "whole")
+    __slots__ = ("codec", "down", "ep", "index", "peer_down", "rec", "recorder", "refused_frames",
+                 "refused_ns", "refused_seen", "send", "seq", "source", "span", "spec", "stats",
+                 "stream", "whole")
 
     def __init__(self, spec: EndpointSpec, ep: Endpoint, stats: EndpointStats, node: int,
                  index: int) -> None:
@@ -60,13 +75,17 @@ class OutputPort:
         self.send = ep.send  # bound once: the hot path calls it per datagram
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.span = Span(spec.offset, spec.offset + spec.neurons)
         self.whole = False
         self.seq = 0
         self.source = node if spec.source is None else spec.source
         self.down = False
+        self.peer_down = False  # the peer refused a datagram (nobody listening) recently
+        self.refused_ns = 0     # when it last refused (monotonic)
+        self.refused_frames = 0  # stats.frames at that refusal
+        self.refused_seen = 0  # the endpoint's ``refused`` count already booked
         self.recorder: Any = None  # set with ``rec`` when this output is recorded
         self.rec: int | None = None
         try:  # the node must fit the format's source field (legacy: 0..255)
@@ -75,7 +94,7 @@ class OutputPort:
             raise ConfigError(f"cannot send as node {self.source}: {exc}",
                               key=f"output {spec.url}") from None
 
-    def _send_all(self, datagrams: list[bytes], spikes: int) -> None:
+    def _send_all(self, datagrams: list[bytes], spikes: int, now: int) -> None:
         st = self.stats
         ok = True
         for d in datagrams:
@@ -87,10 +106,40 @@ class OutputPort:
             if sent:
                 st.frames += 1
             else:
-                st.drops[_SEND_FAILED] += 1
+                self._failed(now)
                 ok = False
         if ok:
             st.spikes += spikes
+
+    def _failed(self, now: int) -> None:
+        """Book a send that returned False: peer_unreachable if the peer refused, else send_failed.
+
+        Off the hot path: only a refused send gets here. A refusal marks the peer down
+        (logged once per outage) and keeps the transport open: sends go on, as probes.
+        """
+        st = self.stats
+        refused = self.ep.refused
+        if refused == self.refused_seen:
+            st.drops[self.ep.refusal_reason] += 1
+            return
+        self.refused_seen = refused
+        st.drops[_PEER_UNREACHABLE] += 1
+        self.refused_ns = now
+        self.refused_frames = st.frames
+        if not self.peer_down:
+            self.peer_down = True
+            st.peer_up = 0
+            log.warning("output %s: the peer is not listening (%s); sends go on, refusals are "
+                        "counted as peer_unreachable", self.spec.name, self.ep.refusal)
+
+    def peer_back(self, now: int) -> bool:
+        """True once a down peer has refused nothing for PEER_DOWN_HOLD_NS and two frames went.
+
+        Two frames: a refusal is reported on the send after the refused one, so one frame
+        handed to the kernel since the last refusal proves nothing yet.
+        """
+        return (now - self.refused_ns >= PEER_DOWN_HOLD_NS
+                and self.stats.frames - self.refused_frames >= 2)
 
     def _lost(self, exc: EndpointError) -> None:
         if not self.down:
@@ -105,7 +154,7 @@ class OutputPort:
         if self.rec is not None:
             self.recorder.record(now, self.rec, self.source, self.seq, codec.decode(data).ids,
                                  wall_ns)
-        datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
+        datagrams = codec.relay_to(self.codec, data, self.source, self.seq, wall_ns)
         if len(datagrams) == 1:  # the common case, without the general loop's overhead
             self.seq += 1
             st = self.stats
@@ -118,10 +167,10 @@ class OutputPort:
                 st.frames += 1
                 st.spikes += spikes
             else:
-                st.drops[_SEND_FAILED] += 1
+                self._failed(now)
             return
         self.seq += len(datagrams)
-        self._send_all(datagrams, spikes)
+        self._send_all(datagrams, spikes, now)
 
     def emit(self, ids: IdArray, now: int, wall_ns: int, send_empty: bool) -> None:
         """Send this output's slice of the output population's ``ids``."""
@@ -136,11 +185,11 @@ class OutputPort:
         frame = SpikeFrame(self.source, self.seq, wall_ns, local)
         if self.stream:
             self.seq += 1
-            self._send_all([self.codec.encode(frame)], len(local))
+            self._send_all([self.codec.encode(frame)], len(local), now)
         else:
             datagrams = self.codec.encode(frame)
             self.seq += len(datagrams)
-            self._send_all(datagrams, len(local))
+            self._send_all(datagrams, len(local), now)
 
 
 class InputPort:
@@ -158,8 +207,10 @@ class InputPort:
         "logged",
         "max_age_ns",
         "neurons",
+        "nowhere",
         "offset",
         "overflow_seen",
+        "partial",
         "pass_outputs",
         "passthrough",
         "rec",
@@ -178,7 +229,7 @@ class InputPort:
         self.ep = ep
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.offset = spec.offset
         self.neurons = spec.neurons
@@ -192,6 +243,8 @@ class InputPort:
         self.passthrough = False
         self.pass_outputs: list[OutputPort] = []
         self.generic: list[OutputPort] = []
+        self.partial = False  # some of its ids reach no output (identity processors only)
+        self.nowhere = False  # none of its ids reaches an output: every frame is unrouted
         self.down = False
         self.overflow_seen = 0
         self.rec: int | None = None  # the recorder's slot when this input is recorded
@@ -280,6 +333,7 @@ class Bridge:
         self._reload = False
         self._pending: deque[tuple[InputPort, IdArray, int]] = deque()
         self._latency: Histogram | None = None
+        self._unrouted_mask: np.ndarray | None = None  # over the output population; None: all
         self._identity = False
         self._wall_offset = clock.wall_ns() - clock.monotonic_ns()
         self._mono = clock.monotonic_ns
@@ -368,11 +422,43 @@ class Bridge:
                     port.pass_outputs = []
             else:
                 port.generic = list(self.outputs)
+        self._plan_unrouted(in_spans)
         path = "stepped" if self.stepped else (
             "pass" if all(p.passthrough for p in self.inputs) else "relay"
         )
         self._latency = self.stats.latency(path)
         self._observe_latency = self._latency.observe
+
+    def _plan_unrouted(self, in_spans: list[Span]) -> None:
+        """Find the ids no output takes, warn about them once, and arm their counting."""
+        out_spans = [o.span for o in self.outputs]
+        gaps = uncovered(Span(0, self.output_size), out_spans)
+        if gaps:
+            self._unrouted_mask = routed_mask(Span(0, self.output_size), gaps)
+        if not self._identity:
+            if gaps:
+                log.warning(
+                    "processor output ids %s reach no output; they are counted in "
+                    "spikebridge_processor_spikes_unrouted_total", _ranges(gaps))
+            return
+        taken = _ranges(sorted(out_spans, key=lambda sp: sp.lo)) or "nothing"
+        for port, span in zip(self.inputs, in_spans, strict=True):
+            mine = uncovered(span, out_spans)
+            if not mine or span.hi == span.lo:
+                continue
+            port.partial = True
+            local = [Span(g.lo - span.lo, g.hi - span.lo) for g in mine]
+            if mine == [span]:
+                port.nowhere = True
+                log.warning(
+                    "input %s (merged ids %s) reaches no output (the outputs take %s): its "
+                    "frames are counted as dropped (unrouted) and their spikes as unrouted",
+                    port.spec.name, _ranges(mine), taken)
+            else:
+                log.warning(
+                    "input %s: ids %s (merged ids %s) reach no output (the outputs take %s); "
+                    "those spikes are counted as unrouted", port.spec.name, _ranges(local),
+                    _ranges(mine), taken)
 
     @staticmethod
     def _same_wire(port: InputPort, out: OutputPort) -> bool:
@@ -407,7 +493,7 @@ class Bridge:
             port.allowed.clear()
             port.source = spec.source
             port.strict = bool(spec.keys)
-            port.codec = make_codec(spec)
+            port.codec = port.ep.bind_codec(make_codec(spec))
             port.max_age_ns = new.max_age_ns
             port.checks = (spec.source is not None or bool(getattr(port.codec, "has_seq", True))
                            or new.max_age_ns is not None)
@@ -696,6 +782,16 @@ class Bridge:
     def _dispatch(self, port: InputPort, ids: IdArray, now: int, wall: int) -> None:
         """Relay: process and send now. Stepped: queue for the next step (bounded)."""
         merged = shift(ids, port.offset)
+        if port.partial:
+            st = port.stats
+            if port.nowhere:
+                st.accepted -= 1
+                st.drops[_UNROUTED] += 1
+                st.unrouted += len(ids)
+                return
+            if not self.stepped:  # stepped: counted at the step, after the queue's drops
+                assert self._unrouted_mask is not None
+                st.unrouted += count_unrouted(merged, self._unrouted_mask)
         if self.stepped:
             pending = self._pending
             if len(pending) >= self.config.queue_frames:
@@ -711,6 +807,8 @@ class Bridge:
         else:
             out_ids = self._call_processor(merged, now)
             if out_ids is not None:
+                if self._unrouted_mask is not None:
+                    self.stats.processor_unrouted += count_unrouted(out_ids, self._unrouted_mask)
                 for out in self.outputs:
                     out.emit(out_ids, now, wall, False)
         self._observe_latency(self._mono() - now)
@@ -739,6 +837,11 @@ class Bridge:
 
     def _step(self, now: int) -> None:
         pending = self._pending
+        mask = self._unrouted_mask
+        if mask is not None and self._identity:
+            for port, merged, _ in pending:
+                if port.partial:
+                    port.stats.unrouted += count_unrouted(merged, mask)
         if not pending:
             ids = _EMPTY
             arrivals: list[int] = []
@@ -752,6 +855,8 @@ class Bridge:
         out_ids = self._call_processor(ids, now)
         if out_ids is None:
             return
+        if mask is not None and not self._identity:
+            self.stats.processor_unrouted += count_unrouted(out_ids, mask)
         wall = now + self._wall_offset
         for out in self.outputs:
             out.emit(out_ids, now, wall, False)
@@ -776,6 +881,14 @@ class Bridge:
     def _refresh_endpoints(self, now: int) -> None:
         """Reopen endpoints that are down; copy kernel drops, loss and up/down into stats."""
         for port in self.inputs:
+            port.ep.service(now)
+            port.stats.state = port.ep.state
+            port.stats.control = port.ep.control
+        for out in self.outputs:
+            out.ep.service(now)
+            out.stats.state = out.ep.state
+            out.stats.control = out.ep.control
+        for port in self.inputs:
             if port.down and port.ep.reopen(now):
                 port.down = False
                 if self._sel is not None:
@@ -785,11 +898,15 @@ class Bridge:
             if out.down and out.ep.reopen(now):
                 out.down = False
                 log.info("output %s is back", out.spec.name)
+            if out.peer_down and out.peer_back(now):
+                out.peer_down = False
+                out.stats.peer_up = 1
+                log.info("output %s: the peer accepts datagrams again", out.spec.name)
         reconnects = 0
         for port in self.inputs:
             port.account_overflow()
             reconnects += getattr(port.ep, "reconnects", 0)
-            port.stats.up = 0 if port.down else 1
+            port.stats.up = 0 if port.down or port.ep.state == "down" else 1
             if port.trackers:
                 port.stats.lost = sum(t.lost for t in port.trackers.values())
                 port.stats.reordered = sum(t.reordered for t in port.trackers.values())
@@ -801,7 +918,7 @@ class Bridge:
                 except EndpointError as exc:
                     out._lost(exc)
             reconnects += getattr(out.ep, "reconnects", 0)
-            out.stats.up = 0 if out.down else 1
+            out.stats.up = 0 if out.down or out.ep.state == "down" else 1
         self.stats.serial_reconnects = reconnects
 
     # -- shutdown -----------------------------------------------------------------------------
@@ -877,6 +994,11 @@ class Bridge:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ranges(spans: list[Span]) -> str:
+    """``3..9, 20..31``: inclusive id ranges, as a user writes them."""
+    return ", ".join(f"{s.lo}..{s.hi - 1}" if s.hi - s.lo > 1 else str(s.lo) for s in spans)
 
 
 def _attr(obj: Any, dotted: str) -> Any:

@@ -43,6 +43,41 @@ def relay_route(inp: Span, out: Span, same_wire: bool) -> int:
     return DECODE
 
 
+def uncovered(span: Span, covers: list[Span]) -> list[Span]:
+    """The parts of ``span`` that no range in ``covers`` overlaps, in order."""
+    gaps: list[Span] = []
+    lo = span.lo
+    for c in sorted(covers, key=lambda c: c.lo):
+        if c.hi <= lo or not c.overlaps(span):
+            continue
+        if c.lo > lo:
+            gaps.append(Span(lo, min(c.lo, span.hi)))
+        lo = max(lo, c.hi)
+        if lo >= span.hi:
+            break
+    if lo < span.hi:
+        gaps.append(Span(lo, span.hi))
+    return gaps
+
+
+def routed_mask(span: Span, gaps: list[Span]) -> np.ndarray:
+    """A bool per local id of ``span``: True where the id is outside every gap (it is routed)."""
+    mask = np.ones(span.hi - span.lo, dtype=bool)
+    for g in gaps:
+        mask[g.lo - span.lo:g.hi - span.lo] = False
+    return mask
+
+
+def count_unrouted(ids: IdArray, mask: np.ndarray) -> int:
+    """How many of ``ids`` (local ids, possibly out of the mask's range) are not routed."""
+    if not ids.size:
+        return 0
+    if int(ids.max()) >= mask.size:
+        inside = ids[ids < mask.size]
+        return int(ids.size - np.count_nonzero(mask[inside]))
+    return int(ids.size - np.count_nonzero(mask[ids]))
+
+
 def shift(ids: IdArray, offset: int) -> IdArray:
     """Ids moved up by ``offset`` (into the merged population)."""
     return ids + np.uint32(offset) if offset else ids

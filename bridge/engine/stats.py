@@ -7,6 +7,7 @@ these objects at scrape time; a torn read of a counter that is being incremented
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.errors import DROP_REASONS, REASON_INDEX
@@ -73,8 +74,8 @@ class EndpointStats:
     """Counters of one endpoint. For inputs, received = accepted + sum(drops) always holds."""
 
     __slots__ = (
-        "accepted", "direction", "drops", "frames", "lost", "name", "one_way", "reordered",
-        "spikes", "up",
+        "accepted", "control", "direction", "drops", "frames", "lost", "name", "one_way",
+        "peer_up", "reordered", "spikes", "state", "unrouted", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:
@@ -90,6 +91,10 @@ class EndpointStats:
         self.reordered = 0   # accepted but arrived after a later sequence number
         self.one_way = Histogram()
         self.up = 1          # 0 while the transport is gone and the loop is reopening it
+        self.peer_up = 1     # outputs: 0 while the peer refuses datagrams (peer_unreachable)
+        self.unrouted = 0    # inputs: accepted spikes that fall in no output's slice
+        self.state = ""      # the endpoint's protocol state (spinnaker: waiting ... running)
+        self.control: Mapping[str, int] = {}  # its control messages by result (handshakes)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for ``reason`` (a DROP_REASONS name); not for the hot path."""
@@ -120,6 +125,7 @@ class BridgeStats:
         "miss_ns",
         "outputs",
         "processor_errors",
+        "processor_unrouted",
         "realtime_factor",
         "realtime_refused",
         "recorder",
@@ -147,6 +153,7 @@ class BridgeStats:
         self.realtime_refused: dict[str, int] = {}  # setting -> 1 when asked for and refused
         self.recorder: Any = None  # the daemon's Recorder when [record] is on (plain counters)
         self.processor_errors = 0
+        self.processor_unrouted = 0  # processor output ids that fall in no output's slice
         self.watchdog_pings = 0
         self.watchdog_usec = 0      # the service manager's watchdog timeout; 0 when none
         self.serial_reconnects = 0

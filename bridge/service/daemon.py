@@ -41,8 +41,8 @@ from bridge.errors import ConfigError, EndpointError
 from bridge.preflight import preflight
 from bridge.processors import SPEC_GRAMMAR
 from bridge.service import logs, metrics
-from bridge.service.exporter import MetricsServer
 from bridge.service.heartbeat import Heartbeat
+from bridge.service.metrics_process import MetricsProcess
 from bridge.service.notify import Notifier
 from bridge.service.status import StatusLine
 from bridge.service.watchdog import WatchdogConfig, watchdog_usec
@@ -247,7 +247,7 @@ def run(
     server = None
     if cfg.metrics.listen is not None:
         metrics.register(stats, registry)
-        server = MetricsServer(*cfg.metrics.listen, registry=registry)
+        server = MetricsProcess(*cfg.metrics.listen, stats=stats)  # scrapes off the loop's GIL
         try:
             server.start()  # before the loop raises itself: this thread stays SCHED_OTHER
         except EndpointError as exc:

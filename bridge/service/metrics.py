@@ -29,9 +29,9 @@ from bridge.errors import DROP_REASONS
 PREFIX = "spikebridge_"
 
 # Reasons an output can drop for; an output's other reasons are exported once non-zero.
-# (Inputs export every reason except send_failed, so that rate() alerts see them from 0.)
-OUTPUT_REASONS = frozenset({"queue_full", "send_failed"})
-INPUT_REASONS = frozenset(DROP_REASONS) - {"send_failed"}
+# (Inputs export every input reason, so that rate() alerts see them from 0.)
+OUTPUT_REASONS = frozenset({"queue_full", "send_failed", "peer_unreachable"})
+INPUT_REASONS = frozenset(DROP_REASONS) - {"send_failed", "peer_unreachable"}
 
 
 def build_labels() -> dict[str, str]:
@@ -103,8 +103,37 @@ class BridgeCollector:
             CounterMetricFamily, "frames_reordered", "Accepted frames that arrived out of order.",
             inputs, lambda e: e.reordered)
         yield _per_endpoint(
-            GaugeMetricFamily, "endpoint_up", "1 while the endpoint is open, 0 while reopening.",
+            GaugeMetricFamily, "endpoint_up",
+            "1 while the endpoint is open, 0 while the bridge reopens it (a bridge-side fault).",
             endpoints, lambda e: e.up)
+        yield _per_endpoint(
+            GaugeMetricFamily, "peer_up",
+            "Outputs: 0 while the peer refuses datagrams (nobody listens there), else 1.",
+            outputs, lambda e: e.peer_up)
+        unrouted = CounterMetricFamily(
+            PREFIX + "spikes_dropped",
+            "Spikes accepted by an input but dropped, by reason (unrouted: in no output's slice).",
+            labels=["endpoint", "reason"],
+        )
+        for ep in inputs:
+            unrouted.add_metric([ep.name, "unrouted"], ep.unrouted)
+        yield unrouted
+
+        state = GaugeMetricFamily(
+            PREFIX + "endpoint_state", "1 for the protocol state an endpoint is in "
+            "(spinnaker: waiting, reading, tagging, ready, running, stopped, down).",
+            labels=["endpoint", "state"])
+        control = CounterMetricFamily(
+            PREFIX + "control_messages", "Handshake messages an endpoint handled, by result "
+            "(database, start, stop, or the reason it was dropped).",
+            labels=["endpoint", "result"])
+        for ep in endpoints:
+            if ep.state:
+                state.add_metric([ep.name, ep.state], 1)
+            for result, n in sorted(dict(ep.control).items()):
+                control.add_metric([ep.name, result], n)
+        yield state
+        yield control
 
         dropped = CounterMetricFamily(
             PREFIX + "frames_dropped", "Frames dropped, by endpoint and reason.",
@@ -162,6 +191,8 @@ class BridgeCollector:
             ("deadline_misses", "Steps that started later than the miss threshold.",
              st.deadline_misses),
             ("processor_errors", "Steps whose processor raised.", st.processor_errors),
+            ("processor_spikes_unrouted", "Processor output spikes in no output's slice.",
+             st.processor_unrouted),
             ("serial_reconnects", "Serial ports reopened after they went away.",
              st.serial_reconnects),
             ("serial_crc_errors", "Serial frames with a bad checksum.", st.serial_crc_errors),

@@ -28,7 +28,7 @@ def test_check_config() -> None:
 def test_check_rules() -> None:
     proc = promtool("check", "rules", "spikebridge-rules.yml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 10 rules found" in proc.stdout
+    assert "SUCCESS: 12 rules found" in proc.stdout
 
 
 def test_rule_unit_tests() -> None:

@@ -90,3 +90,58 @@ def test_ipv6_loopback() -> None:
         assert get(f"http://[::1]:{port}/metrics")[0] == 200
     finally:
         srv.close()
+
+
+def raw(port: int, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send ``request`` as is and read the reply until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_head_has_the_get_headers_and_no_body(server) -> None:
+    port = server[0].address[1]
+    get_reply = raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head_reply = raw(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = get_reply.partition(b"\r\n\r\n")
+    assert head_reply == head + b"\r\n\r\n" and body
+    assert f"Content-Length: {len(body)}".encode() in head
+
+
+def test_other_methods_bad_requests_and_huge_heads_are_refused(server) -> None:
+    port = server[0].address[1]
+    post = raw(port, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert post.startswith(b"HTTP/1.1 405") and b"Allow: GET, HEAD" in post
+    assert raw(port, b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400")
+    big = b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000
+    assert raw(port, big).startswith(b"HTTP/1.1 431")
+    assert server[0].scrapes == 0
+
+
+def test_a_client_that_never_finishes_its_request_is_closed_at_its_deadline() -> None:
+    srv = MetricsServer("127.0.0.1", 0, CollectorRegistry(), request_timeout_s=0.2)
+    port = srv.start()[1]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /metr")
+            assert s.recv(100) == b""  # closed by the server, without a reply
+        assert srv.timed_out == 1 and srv.connections == 0
+    finally:
+        srv.close()
+
+
+def test_beyond_the_cap_the_oldest_unfinished_connection_makes_room() -> None:
+    srv = MetricsServer("127.0.0.1", 0, CollectorRegistry(), max_connections=4)
+    port = srv.start()[1]
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
+    try:
+        assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        assert srv.evicted >= 7 and srv.connections <= 4
+        assert idle[0].recv(100) == b""  # the oldest was closed
+    finally:
+        for s in idle:
+            s.close()
+        srv.close()

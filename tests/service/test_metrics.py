@@ -87,11 +87,23 @@ def test_drop_reasons_are_exported_from_zero_where_they_apply() -> None:
         return {r for r in DROP_REASONS if value(
             reg, "spikebridge_frames_dropped_total", endpoint=endpoint, reason=r) is not None}
 
-    assert exported("cam") == set(DROP_REASONS) - {"send_failed"}
-    assert exported("board") == {"queue_full", "send_failed"}
+    assert exported("cam") == set(DROP_REASONS) - {"send_failed", "peer_unreachable"}
+    assert "unrouted" in exported("cam")
+    assert exported("board") == {"queue_full", "send_failed", "peer_unreachable"}
     # A reason that does not usually apply shows up once it is counted.
     stats.outputs[0].drop("oversized")
-    assert exported("board") == {"queue_full", "send_failed", "oversized"}
+    assert exported("board") == {"queue_full", "send_failed", "peer_unreachable", "oversized"}
+
+
+def test_unrouted_spikes_and_peer_up_are_exported() -> None:
+    stats = busy_stats()
+    stats.inputs[0].unrouted = 17
+    stats.outputs[0].peer_up = 0
+    stats.processor_unrouted = 4
+    reg, _ = scrape(stats)
+    assert value(reg, "spikebridge_spikes_dropped_total", endpoint="cam", reason="unrouted") == 17
+    assert value(reg, "spikebridge_peer_up", endpoint="board") == 0
+    assert value(reg, "spikebridge_processor_spikes_unrouted_total") == 4
 
 
 def test_histograms_in_seconds_with_the_stats_buckets() -> None:
