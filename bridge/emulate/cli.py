@@ -21,11 +21,12 @@ from bridge.emulate.board import MODES, BoardEmulator
 from bridge.emulate.device import Emulator
 from bridge.emulate.edvs import EdvsEmulator
 from bridge.emulate.faults import Faults
+from bridge.tools import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(  # type=float refuses nan and inf
         prog="spikebridge emulate",
         description="Run an eDVS sensor or spiking board emulator behind a pseudo-terminal.",
         epilog="example: spikebridge emulate edvs --link /tmp/edvs --rate 100000 --baud 12000000"

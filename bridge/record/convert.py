@@ -323,7 +323,8 @@ def write_any(table: SpikeTable, path: str | os.PathLike[str], **kw: Any) -> int
 
 
 def main(argv: Sequence[str]) -> int:
-    """Convert IN to OUT by their suffixes; exit 0, 1 on unreadable input, 2 on bad arguments."""
+    """Convert IN to OUT by their suffixes; exit 0, 1 when writing fails, 2 on a bad argument
+    or a bad input file."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
         epilog="examples: spikebridge convert run.sbr run.npz --dt-ms 0.1 | "
@@ -374,9 +375,9 @@ def main(argv: Sequence[str]) -> int:
         table = read_any(src, **kw)
     except OSError as exc:
         return error(PROG, f"cannot read {src}: {exc.strerror}")
-    except (RecordingError, ConvertError) as exc:
+    except (RecordingError, ConvertError) as exc:  # a bad input file: exit 2
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for path, report in zip(table.paths, table.reports, strict=False):
         if report.truncated_bytes or report.damaged:
             print(f"{PROG}: warning: {path}: {report.problems()}", file=sys.stderr)

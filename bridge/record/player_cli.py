@@ -102,9 +102,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         ep = open_endpoint(spec)
     except ConfigError as exc:
         return error(PROG, str(exc))
-    except EndpointError as exc:
+    except EndpointError as exc:  # a port in use, a missing device: exit 2 like run
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     player = Player(
         recording,
         selection=Selection(args.endpoint, args.source, int(args.skip * 1e9)),

@@ -76,15 +76,15 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         ep = open_endpoint(spec)
     except (ConfigError, ValueError) as exc:
         return error(PROG, str(exc))
-    except EndpointError as exc:
+    except EndpointError as exc:  # a port in use, a missing device: exit 2 like run
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     try:
         recorder.start()
     except (OSError, camera.CameraError) as exc:
         ep.close()
         print(f"{PROG}: cannot record to {args.file}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     stop = False
 
     def on_signal(_sig: int, _frm: object) -> None:

@@ -6,12 +6,30 @@ Each is a thin ``main(argv) -> int``; the logic they drive lives in the library 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
+from typing import Any
+
+
+def finite_float(text: str) -> float:
+    """argparse type for numbers: a float, refusing nan and inf (exit 2 naming the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention)."""
+    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention);
+    ``type=float`` options refuse nan and inf."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)
 
 
 class StopFlag:
