@@ -82,6 +82,7 @@ class SpifCodec(Codec):
         self._mx, self._my, self._mp = geo.mx, geo.my, geo.mp  # read per event: kept local
         self._limit = geo.limit
         self._per_datagram = mtu // 8 if timestamp else mtu // 4
+        self._masks: dict[int, tuple[int, int, int, int]] = {}  # peek's lane masks by length
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -125,13 +126,28 @@ class SpifCodec(Codec):
         nw = n >> 2
         if n & 3 or nw <= _SMALL or self._limit < self.size:
             return super().peek(data)
-        half = np.frombuffer(data, dtype="<u2")  # (y | p << 15, x | T << 15) per word
-        hi = half[1::2]
-        # Every event without a time (b31 set), x and y inside: the ids are inside too.
-        if (int(hi.min()) >= 0x8000 and int(hi.max()) - 0x8000 < self.width
-                and int((half[0::2] & COORD_MASK).max()) < self.height):
+        # The datagram as one integer, every word a 32-bit lane, checked in three big-int
+        # operations (C loops over the bytes) instead of numpy calls at ~1-8 µs each.
+        # Lane: b31 T (1: no time), b16-30 x, b15 p, b0-14 y. Adding (0x8000 - width) to x
+        # and (0x8000 - height) to y sets b31 / b15 exactly when x >= width / y >= height;
+        # neither sum carries out of its 16 bits, so the lanes stay apart.
+        m = self._masks.get(nw)
+        if m is None:
+            m = self._lane_masks(nw)
+        v = int.from_bytes(data, "little")
+        if v & m[0] == m[0] and ((v & m[1]) + m[2]) & m[3] == 0:
             return 0, NO_SEQ, 0, nw
         return super().peek(data)  # decode gives the verdict and the drop reason
+
+    def _lane_masks(self, nw: int) -> tuple[int, int, int, int]:
+        """(b31, the x and y fields, the per-lane bias, b31 and b15) of ``nw`` lanes."""
+        rep = int.from_bytes(b"\x01\x00\x00\x00" * nw, "little")
+        m = (NO_TIMESTAMP * rep, 0x7FFF7FFF * rep,
+             (((0x8000 - self.width) << X_SHIFT) | (0x8000 - self.height)) * rep,
+             0x80008000 * rep)
+        if len(self._masks) < 64:  # datagram lengths seen; bounded
+            self._masks[nw] = m
+        return m
 
     @staticmethod
     def _walk(words: tuple[int, ...] | list[int]) -> list[int]:
