@@ -41,6 +41,12 @@ class _FaeryCodec(Codec):
     DTYPE: ClassVar[np.dtype[Any]]
     MAX_HEIGHT: ClassVar[int]
     OPTIONS: ClassVar[dict[str, Option]]
+    # (bit offset in the record, field width in bits) of x and of the field bounded by height
+    # (y, or t32's y << 1 | on, which is below 2 * height exactly when y is below height).
+    X_FIELD: ClassVar[tuple[int, int]]
+    Y_FIELD: ClassVar[tuple[int, int]]
+    Y_SCALE: ClassVar[int] = 1
+    ON_FIELD: ClassVar[tuple[int, int] | None] = None  # a byte that must be 0 or 1
     needs_neurons: ClassVar[bool] = False
     has_seq: ClassVar[bool] = False
 
@@ -55,6 +61,7 @@ class _FaeryCodec(Codec):
                              f"got {events}")
         self.events = events
         self.size = self.geometry.size
+        self._masks: dict[int, tuple[int, ...]] = {}  # _inside's lane masks by event count
 
     @classmethod
     def _parse_events(cls, text: str) -> int:
@@ -77,21 +84,58 @@ class _FaeryCodec(Codec):
                                                     npt.NDArray[Any]]:
         raise NotImplementedError
 
+    def _inside(self, data: bytes | bytearray | memoryview, n: int) -> bool:
+        """True if every one of the ``n`` records is inside the geometry (on byte 0 or 1).
+
+        The datagram as one integer, a lane per record: each bounded field is masked, biased
+        by (2**width - bound) and its carry bit checked, in a few big-int operations instead of
+        numpy reductions over strided fields. False means "decode the slow way for the verdict".
+        """
+        m = self._masks.get(n)
+        if m is None:
+            m = self._lane_masks(n)
+        v = int.from_bytes(data, "little")
+        return (((v & m[0]) + m[1]) & m[2] == 0 and ((v & m[3]) + m[4]) & m[5] == 0
+                and v & m[6] == 0)
+
+    def _lane_masks(self, n: int) -> tuple[int, ...]:
+        rep = int.from_bytes((b"\x01" + bytes(self.DTYPE.itemsize - 1)) * n, "little")
+        out: list[int] = []
+        for (shift, width), bound in ((self.X_FIELD, self.geometry.width),
+                                      (self.Y_FIELD, self.geometry.height * self.Y_SCALE)):
+            out += [((1 << width) - 1) << shift, ((1 << width) - bound) << shift,
+                    1 << (shift + width)]
+        on = 0 if self.ON_FIELD is None else 0xFE << self.ON_FIELD[0]
+        masks = (*(k * rep for k in out), on * rep)
+        if len(self._masks) < 64:  # datagram lengths seen; bounded
+            self._masks[n] = masks
+        return masks
+
+    def _ids(self, data: bytes | bytearray | memoryview) -> npt.NDArray[Any]:
+        """The ids of a datagram's events; DecodeError for a partial event or one outside."""
+        rec = self._records(data)
+        if len(rec) and self._inside(data, len(rec)):
+            return self.geometry.ids(*self._xyp_unchecked(rec), checked=True)
+        return self.geometry.ids(*self._xyp(rec))
+
+    def _xyp_unchecked(self, rec: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
+                                                              npt.NDArray[Any]]:
+        return self._xyp(rec)
+
     def _times(self, rec: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
         return rec["t"].astype(np.uint64)
 
     def decode(self, data: bytes | bytearray | memoryview) -> SpikeFrame:
         """Decode one datagram of events; DecodeError for a partial event or one outside."""
-        rec = self._records(data)
-        ids = self.geometry.ids(*self._xyp(rec))
+        ids = self._ids(data)
         return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32, copy=False))
 
     def decode_times(self, data: bytes | bytearray | memoryview
                      ) -> tuple[SpikeFrame, npt.NDArray[np.uint64]]:
         """Decode as ``decode`` does, plus each event's own time in µs (uint64)."""
-        rec = self._records(data)
-        ids = self.geometry.ids(*self._xyp(rec))
-        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32, copy=False)), self._times(rec)
+        ids = self._ids(data)
+        return (SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32, copy=False)),
+                self._times(self._records(data)))
 
     def fields(self, data: bytes | bytearray | memoryview) -> tuple[
             npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
@@ -185,6 +229,9 @@ class T64X16Y16On8Codec(_FaeryCodec):
     OPTIONS: ClassVar[dict[str, Option]] = {**GEOMETRY_OPTIONS, "events": _events_option()}
     DTYPE: ClassVar[np.dtype[Any]] = _T64
     MAX_HEIGHT: ClassVar[int] = 1 << 16
+    X_FIELD: ClassVar[tuple[int, int]] = (64, 16)
+    Y_FIELD: ClassVar[tuple[int, int]] = (80, 16)
+    ON_FIELD: ClassVar[tuple[int, int] | None] = (96, 8)
 
     def _xyp(self, rec: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
                                                     npt.NDArray[Any]]:
@@ -192,6 +239,10 @@ class T64X16Y16On8Codec(_FaeryCodec):
         if on.size and int(on.max()) > 1:
             raise DecodeError("malformed", f"on byte {int(on.max())} is neither 0 nor 1")
         return rec["x"], rec["y"], on
+
+    def _xyp_unchecked(self, rec: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
+                                                              npt.NDArray[Any]]:
+        return rec["x"], rec["y"], rec["on"]
 
     def _fill(self, out: npt.NDArray[Any], t: npt.NDArray[Any] | int, x: npt.NDArray[Any],
               y: npt.NDArray[Any], p: npt.NDArray[Any]) -> None:
@@ -206,6 +257,9 @@ class T32X16Y15On1Codec(_FaeryCodec):
     OPTIONS: ClassVar[dict[str, Option]] = {**GEOMETRY_OPTIONS, "events": _events_option()}
     DTYPE: ClassVar[np.dtype[Any]] = _T32
     MAX_HEIGHT: ClassVar[int] = 1 << 14  # Faery's encoder masks y << 1 to 15 bits
+    X_FIELD: ClassVar[tuple[int, int]] = (32, 16)
+    Y_FIELD: ClassVar[tuple[int, int]] = (48, 16)
+    Y_SCALE: ClassVar[int] = 2
 
     def _xyp(self, rec: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any],
                                                     npt.NDArray[Any]]:

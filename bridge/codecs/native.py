@@ -280,9 +280,16 @@ class NativeCodec(Codec):
         n = len(ids)
         if n == 0:
             return [(ENC_U16, 0, b"", 0)]
-        if int(ids.max()) >= self._limit:
-            raise ValueError(f"id {int(ids.max())} out of range for {self._limit} neurons")
+        hi = int(ids.max())
+        if hi >= self._limit:
+            raise ValueError(f"id {hi} out of range for {self._limit} neurons")
         budget = self._budget
+        if 4 * n <= budget:
+            # One datagram whatever the encoding. If even a u16 list beats a bitmap of the
+            # span, order cannot change the choice: skip the sortedness test (3 numpy calls).
+            lo = int(ids.min())
+            if ((hi - lo) >> 3) + 1 >= 2 * n:
+                return [self._payload(ids, False, lo, hi)]
         ordered = n < 2 or bool(np.all(ids[1:] > ids[:-1]))
         parts = []
         i = 0
@@ -309,9 +316,11 @@ class NativeCodec(Codec):
         return parts
 
     @staticmethod
-    def _payload(run: IdArray, ordered: bool) -> tuple[int, int, bytes, int]:
-        lo = int(run.min())
-        span = int(run.max()) - lo
+    def _payload(run: IdArray, ordered: bool, lo: int = -1,
+                 hi: int = -1) -> tuple[int, int, bytes, int]:
+        if lo < 0:
+            lo, hi = int(run.min()), int(run.max())
+        span = hi - lo
         n = len(run)
         rel = run - np.uint32(lo)
         list_size = 2 * n if span <= 0xFFFF else 4 * n
