@@ -14,7 +14,11 @@ delivered or counted as a drop by reason (``uncounted`` must be 0). Paths and th
 - ``aedat4-replay``: an AEDAT4 recording replayed to UDP; peer: ``aestream input file ...
   output udp``. Run only when this checkout's ``replay`` reads AEDAT4 (else reported pending).
 
-Ratios are spikebridge's over the peer's, measured in the same run. It never asserts: it is a
+The sides do not do the same work: spikebridge's relay receives and sends every datagram,
+aestream's UDPInput and Faery's input only receive (aestream has no UDP relay to compare with);
+the output says so per path, and prints the unpaced sender's own rate beside each maximum so a
+maximum at the generator's ceiling is read as sender-bound. Ratios are spikebridge's over the
+peer's, measured in the same run. It never asserts: it is a
 benchmark, not a test.
 """
 
@@ -92,6 +96,7 @@ class Side:
 
     name: str
     max_eps: float = 0.0
+    sender_eps: float = 0.0  # what the one unpaced sender offered: the generator's own ceiling
     note: str = ""
     cpu_us_per_event: float = float("nan")
     at_07: dict[str, float] = field(default_factory=dict)
@@ -292,6 +297,7 @@ def measure(target: Target, msg: bytes, per: int, args: Any) -> Side:
     try:
         target.start(in_port)
         first = blast(target, in_port, msg, per, 0, args.seconds)
+        side.sender_eps = first["offered_eps"]
         if first["fraction"] >= 0.99:
             side.max_eps = first["offered_eps"]
             side.note = "sender-bound: >= 99 % delivered at the fastest one sender offers"
@@ -535,6 +541,17 @@ def main(argv: Sequence[str]) -> int:
     return 0 if ok else 1
 
 
+# What each side does per event, so the ratios are read as what they are: not the same work.
+JOBS = {
+    "spif-relay": "spikebridge receives, validates and sends each datagram on (two system "
+                  "calls); aestream's UDPInput only receives and sums into a tensor (one)",
+    "t64-native": "spikebridge receives, decodes to ids, encodes native and sends; Faery's "
+                  "input receives and decodes into a numpy array",
+    "aedat4-replay": "both read the file and send UDP; spikebridge also keeps the file's "
+                     "pacing machinery (unused with --ignore-timing) and its books",
+}
+
+
 def report(results: dict[str, dict[str, Side]]) -> None:
     """Print per path: events/s, CPU per event, the 0.7x books, and the ratio to the peer."""
     for path, sides in results.items():
@@ -553,6 +570,11 @@ def report(results: dict[str, dict[str, Side]]) -> None:
             print(f"  {s.name:<20} {s.max_eps:14.0f} {s.cpu_us_per_event:13.3f} "
                   f"{cell('sent', 14)} {cell('delivered', 10)} {cell('counted_drops', 8)} "
                   f"{cell('uncounted', 10)}")
+            if s.sender_eps:
+                print(f"  {'':<20} (the unpaced sender offered {s.sender_eps:.0f} events/s: "
+                      f"max is {s.max_eps / s.sender_eps:.2f} of the generator's own rate)")
+        if path in JOBS:
+            print(f"  jobs: {JOBS[path]}")
         sb = sides.get("spikebridge")
         peers = [s for n, s in sides.items() if n != "spikebridge"]
         for peer in peers:
