@@ -205,13 +205,17 @@ class SpifCodec(Codec):
                 per *= 2
             return [_words(len(words[i:i + per])).pack(*words[i:i + per])
                     for i in range(0, len(words), per)]
-        if int(ids.max()) >= self._limit:
-            raise ValueError(f"id {int(ids.max())} out of range for {self._limit} neurons")
         if not self.timestamp and self._limit <= _TABLE_MAX:
             table = self._table if self._table is not None else self._build_table()
-            raw = table[ids].tobytes()  # one gather instead of a dozen divisions and shifts
+            try:  # one gather, bounds-checked in C, instead of a dozen divisions and shifts
+                raw = np.take(table, ids).tobytes()
+            except IndexError:
+                raise ValueError(f"id {int(ids.max())} out of range for {self._limit} "
+                                 "neurons") from None
             step = per * 4
             return [raw[i:i + step] for i in range(0, len(raw), step)]
+        if int(ids.max()) >= self._limit:
+            raise ValueError(f"id {int(ids.max())} out of range for {self._limit} neurons")
         i64 = ids.astype(np.int64)
         arr = ((i64 // mx % w) << X_SHIFT) | (i64 // my % h) | fixed
         if mp:

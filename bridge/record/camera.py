@@ -346,7 +346,7 @@ class CameraFile:
         """(t_ns since the first event, frame) in file order, one frame per time window."""
         w = self.options.window_us if window_us is None else window_us
         geo = self.geometry
-        pend_t: list[npt.NDArray[Any]] = []
+        pend_t: list[int] = []  # the latest time of each pending part
         pend_ids: list[npt.NDArray[Any]] = []
         pend_key: int | None = None
         t0: int | None = None
@@ -361,15 +361,18 @@ class CameraFile:
                                   where=f"after {self.report.events} events") from None
             key = (t - t0) // w if w else t
             cuts = np.flatnonzero(np.diff(key)) + 1
-            starts = [0, *cuts.tolist()]
-            ends = [*cuts.tolist(), len(t)]
-            for a, b in zip(starts, ends, strict=True):
-                k = int(key[a])
+            first = np.concatenate(([0], cuts))
+            # Per window, in one call each: its key and its latest time (not a reduction a window).
+            keys = key[first].tolist()
+            latest = np.maximum.reduceat(t, first).tolist()
+            starts = first.tolist()
+            ends = [*starts[1:], len(t)]
+            for a, b, k, tmax in zip(starts, ends, keys, latest, strict=True):
                 if pend_key is not None and k != pend_key:
                     yield from _emit(pend_t, pend_ids, t0)
                     pend_t, pend_ids = [], []
                 pend_key = k
-                pend_t.append(t[a:b])
+                pend_t.append(tmax)
                 pend_ids.append(ids[a:b])
         if pend_t and t0 is not None:
             yield from _emit(pend_t, pend_ids, t0)
@@ -414,11 +417,10 @@ class CameraFile:
         )
 
 
-def _emit(ts: list[npt.NDArray[Any]], idss: list[npt.NDArray[Any]],
+def _emit(latest: list[int], idss: list[npt.NDArray[Any]],
           t0: int) -> Iterator[tuple[int, SpikeFrame]]:
-    t = np.concatenate(ts) if len(ts) > 1 else ts[0]
     ids = np.concatenate(idss) if len(idss) > 1 else idss[0]
-    t_ns = (int(t.max()) - t0) * 1000
+    t_ns = (max(latest) - t0) * 1000
     for a in range(0, len(ids), MAX_FRAME_EVENTS):
         yield t_ns, SpikeFrame(0, NO_SEQ, 0, ids[a:a + MAX_FRAME_EVENTS].astype(np.uint32))
 
