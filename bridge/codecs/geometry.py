@@ -106,11 +106,11 @@ class Geometry:
             raise DecodeError("id_out_of_range", f"event at x={xm} or y={ym} outside "
                               f"{self.width}x{self.height}")
         wide: Any = np.int64 if self.size > 1 << 32 else np.uint32
-        # One ufunc call per term, casting as it multiplies (no astype copies).
-        ids: npt.NDArray[Any] = np.multiply(x, wide(self.mx), dtype=wide)
-        ids += np.multiply(y, wide(self.my), dtype=wide)
+        # One ufunc call per term, casting as astype would (signed inputs too) as it multiplies.
+        ids: npt.NDArray[Any] = np.multiply(x, wide(self.mx), dtype=wide, casting="unsafe")
+        ids += np.multiply(y, wide(self.my), dtype=wide, casting="unsafe")
         if self.mp:
-            ids += np.multiply(p, wide(self.mp), dtype=wide)
+            ids += np.multiply(p, wide(self.mp), dtype=wide, casting="unsafe")
         # x and y inside already put every id below size; only a smaller population can fail.
         if self.limit < self.size and int(ids.max()) >= self.limit:
             raise DecodeError("id_out_of_range", f"id {int(ids.max())} not below {self.limit}")
