@@ -547,8 +547,8 @@ JOBS = {
                   "calls); aestream's UDPInput only receives and sums into a tensor (one)",
     "t64-native": "spikebridge receives, decodes to ids, encodes native and sends; Faery's "
                   "input receives and decodes into a numpy array",
-    "aedat4-replay": "both read the file and send UDP; spikebridge also keeps the file's "
-                     "pacing machinery (unused with --ignore-timing) and its books",
+    "aedat4-replay": "both read the file (Faery's reader for spikebridge) and send UDP; "
+                     "spikebridge also cuts the events into 1 ms frames on the way",
 }
 
 
