@@ -30,7 +30,7 @@ UDP_MAX_PAYLOAD = 65507
 __all__ = ["LAYOUTS", "SpifCodec"]
 
 _SMALL = 16  # below this many words, plain Python beats numpy's per-call overhead
-_TABLE_MAX = 1 << 22  # encode looks event words up in a table of up to this many ids (16 MiB)
+_TABLE_MAX = 1 << 20  # encode looks event words up in a table of up to this many ids (4 MiB)
 _lists: dict[int, struct.Struct] = {}
 
 
@@ -84,7 +84,10 @@ class SpifCodec(Codec):
         self._limit = geo.limit
         self._per_datagram = mtu // 8 if timestamp else mtu // 4
         self._masks: dict[int, tuple[int, int, int, int]] = {}  # peek's lane masks by length
-        self._table: npt.NDArray[np.uint32] | None = None  # id -> event word, built on first use
+        # id -> untimed event word, built here (not on first use: never a stall in the loop).
+        self._table: npt.NDArray[np.uint32] | None = None
+        if not timestamp and self._limit <= _TABLE_MAX:
+            self._build_table()
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -205,8 +208,8 @@ class SpifCodec(Codec):
                 per *= 2
             return [_words(len(words[i:i + per])).pack(*words[i:i + per])
                     for i in range(0, len(words), per)]
-        if not self.timestamp and self._limit <= _TABLE_MAX:
-            table = self._table if self._table is not None else self._build_table()
+        table = self._table
+        if table is not None:
             try:  # one gather, bounds-checked in C, instead of a dozen divisions and shifts
                 raw = np.take(table, ids).tobytes()
             except IndexError:
