@@ -65,7 +65,7 @@ class Endpoint(ABC):
     # the drop reason the loop counts for a refused send that is not a peer refusal
     refusal_reason: int = REASON_INDEX["send_failed"]
     # Int attributes of the endpoint's own, exported per endpoint as
-    # spikebridge_endpoint_counter_total{counter}: name -> one line of help, by role.
+    # spikebridge_endpoint_events_total{counter}: name -> one line of help, by role.
     IN_COUNTERS: ClassVar[Mapping[str, str]] = {}
     OUT_COUNTERS: ClassVar[Mapping[str, str]] = {}
 

@@ -11,7 +11,7 @@ a backoff schedule (``backoff`` doubling up to ``backoff_max``) and counts ``rec
 serial ports do. A packet holding an event outside the stream's geometry is dropped whole and
 booked as a frame dropped for ``id_out_of_range`` (``drops``); its events count in
 ``events_outside``. These counters and the output's client counters are exported per endpoint
-(``spikebridge_endpoint_counter_total``, through ``IN_COUNTERS``/``OUT_COUNTERS``).
+(``spikebridge_endpoint_events_total``, through ``IN_COUNTERS``/``OUT_COUNTERS``).
 dv-processing's own NetworkReader is not used in the daemon: it holds the GIL while it
 connects, which would stall the loop (docs/event-cameras.md has the measurement).
 

@@ -74,8 +74,8 @@ class EndpointStats:
     """Counters of one endpoint. For inputs, received = accepted + sum(drops) always holds."""
 
     __slots__ = (
-        "accepted", "control", "counters", "direction", "drops", "frames", "lost", "name", "one_way",
-        "peer_up", "reordered", "spikes", "state", "unrouted", "up",
+        "accepted", "control", "counters", "direction", "drops", "frames", "lost", "name",
+        "one_way", "peer_up", "reordered", "spikes", "state", "unrouted", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:

@@ -136,7 +136,7 @@ class BridgeCollector:
         yield control
 
         own = CounterMetricFamily(
-            PREFIX + "endpoint_counter", "An endpoint's own counters, by name (dv: reconnects, "
+            PREFIX + "endpoint_events", "An endpoint's own counters, by name (dv: reconnects, "
             "connect_failures, events_outside, clients_accepted, clients_refused, "
             "slow_clients, clients_closed; serial: reconnects).",
             labels=["endpoint", "counter"])

@@ -1,4 +1,4 @@
-"""DV endpoints through the loop: their own counters and drops, as a Prometheus scrape shows them."""
+"""DV endpoints through the loop: their own counters and drops, as a scrape shows them."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from bridge.codecs import dvstream
 from bridge.config import config_from_flags
 from bridge.endpoints import endpoint_spec, make_codec
+from bridge.engine.stats import BridgeStats
 from bridge.frame import SpikeFrame
 from bridge.service.metrics import register
+from bridge.service.metrics_process import restore, snapshot
 from bridge.testing import RunningBridge, UdpPeer, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,7 @@ def free_tcp_port() -> int:
         return port
 
 
-def scrape(reg: CollectorRegistry) -> dict[str, float]:
+def samples(reg: CollectorRegistry) -> dict[str, float]:
     """Every sample of the exposition, by its name and labels as written."""
     out = {}
     for line in generate_latest(reg).decode().splitlines():
@@ -38,6 +40,18 @@ def scrape(reg: CollectorRegistry) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
+
+
+def scrape(stats: BridgeStats) -> dict[str, float]:
+    """A scrape as the daemon serves it (through a snapshot), checked against a live one."""
+    snap = CollectorRegistry()
+    register(restore(snapshot(stats))[0], snap, build={"version": "t"})
+    direct = CollectorRegistry()
+    register(stats, direct, build={"version": "t"})
+    text, live = samples(snap), samples(direct)
+    own = {k: v for k, v in text.items() if k.startswith("spikebridge_endpoint_events_total")}
+    assert own and own == {k: live[k] for k in own}
+    return text
 
 
 def packet(xs: list[int], ys: list[int]) -> bytes:
@@ -57,8 +71,6 @@ def test_input_reconnect_and_events_outside_are_counted_and_the_books_balance() 
     rb = RunningBridge(config_from_flags(
         [f"dv+tcp://127.0.0.1:{port}?neurons={N}&backoff=20&backoff_max=80&name=cam"],
         [f"udp://127.0.0.1:{out.port}?format=native&neurons={N}&name=net"]))
-    reg = CollectorRegistry()
-    register(rb.bridge.stats, reg, build={"version": "t"})
     st = rb.bridge.stats.inputs[0]
     conn, _ = server.accept()
     try:
@@ -68,19 +80,20 @@ def test_input_reconnect_and_events_outside_are_counted_and_the_books_balance() 
         assert wait_for(lambda: st.accepted == 1)
         conn.sendall(packet([5, W + 7, 6], [1, 1, H]))  # two events outside 64x48
         assert wait_for(lambda: st.frames == 2)
-        text = scrape(reg)
-        assert text['spikebridge_frames_dropped_total{endpoint="cam",reason="id_out_of_range"}'] == 1
-        assert text['spikebridge_endpoint_counter_total{counter="events_outside",endpoint="cam"}'
+        text = scrape(rb.bridge.stats)
+        assert text['spikebridge_frames_dropped_total{endpoint="cam",reason="id_out_of_range"}'
+                    ] == 1
+        assert text['spikebridge_endpoint_events_total{counter="events_outside",endpoint="cam"}'
                     ] == 2
-        assert text['spikebridge_endpoint_counter_total{counter="reconnects",endpoint="cam"}'] == 0
+        assert text['spikebridge_endpoint_events_total{counter="reconnects",endpoint="cam"}'] == 0
 
         conn.close()  # the server drops us ...
         conn, _ = server.accept()  # ... and takes the reconnection
         assert wait_for(lambda: st.up == 1 and rb.bridge.inputs[0].ep.reconnects == 1, 10)
         conn.sendall(dvstream.io_header(W, H) + packet([9], [9]))
         assert wait_for(lambda: st.accepted == 2)
-        text = scrape(reg)
-        assert text['spikebridge_endpoint_counter_total{counter="reconnects",endpoint="cam"}'] == 1
+        text = scrape(rb.bridge.stats)
+        assert text['spikebridge_endpoint_events_total{counter="reconnects",endpoint="cam"}'] == 1
         assert text['spikebridge_endpoint_up{endpoint="cam"}'] == 1
         received = text['spikebridge_frames_received_total{endpoint="cam"}']
         accepted = text['spikebridge_frames_accepted_total{endpoint="cam"}']
@@ -102,8 +115,6 @@ def test_output_slow_client_is_dropped_and_counted_in_the_scrape() -> None:
         [f"udp://127.0.0.1:0?format=native&neurons={N}&name=net"],
         [f"dv+tcp://127.0.0.1:{port}?neurons={N}&width={W}&height={H}&client_buffer_kb=64"
          "&name=cam"]))
-    reg = CollectorRegistry()
-    register(rb.bridge.stats, reg, build={"version": "t"})
     ep = rb.bridge.outputs[0].ep
     slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -121,12 +132,12 @@ def test_output_slow_client_is_dropped_and_counted_in_the_scrape() -> None:
                 tx.sendto(d, addr)
             k += 1
             time.sleep(0.001)
-        text = scrape(reg)
-        assert text['spikebridge_endpoint_counter_total{counter="slow_clients",endpoint="cam"}'
+        text = scrape(rb.bridge.stats)
+        assert text['spikebridge_endpoint_events_total{counter="slow_clients",endpoint="cam"}'
                     ] == 1
-        assert text['spikebridge_endpoint_counter_total{counter="clients_accepted",'
+        assert text['spikebridge_endpoint_events_total{counter="clients_accepted",'
                     'endpoint="cam"}'] == 1
-        assert text['spikebridge_endpoint_counter_total{counter="clients_refused",'
+        assert text['spikebridge_endpoint_events_total{counter="clients_refused",'
                     'endpoint="cam"}'] == 0
         # the input side's counters are not the output's
         assert not [k for k in text if re.search(r'counter="reconnects",endpoint="cam"', k)]
