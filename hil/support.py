@@ -246,6 +246,7 @@ class StreamResult:
     controls: list[Any] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     ts_backwards: int = 0
+    first_ts: int = -1
     last_ts: int = -1
 
 
@@ -305,6 +306,8 @@ def _drain_codec(codec: Any, res: StreamResult, keep_ids: bool) -> None:
         if ts is not None and len(ts):
             steps = np.diff(np.concatenate(([res.last_ts], ts)) if res.last_ts >= 0 else ts)
             res.ts_backwards += int(np.count_nonzero(steps < 0))
+            if res.first_ts < 0:
+                res.first_ts = int(ts[0])
             res.last_ts = int(ts[-1])
     while (ctl := codec.next_control()) is not None:
         res.controls.append(ctl)
