@@ -10,13 +10,14 @@ import importlib
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from bridge.endpoints import EndpointSpec, endpoint_spec
 from bridge.endpoints.url import EndpointURL, parse_url
 from bridge.engine.pacer import POLICIES
+from bridge.engine.router import Span, merged_size
 from bridge.errors import ConfigError
 from bridge.processors import SPEC_GRAMMAR
 
@@ -253,12 +254,15 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
     if not inputs:
         raise ConfigError("at least one input is needed ([[input]] url = ... or --in URL)",
                           key="input")
-    for spec in (*inputs, *outputs):
+    for spec in inputs:
         if spec.neurons == 0:
-            where = "input" if spec.role == "in" else "output"
             raise ConfigError(
-                f"{spec.url}: bridge endpoints need neurons=N (the population size)", key=where
-            )
+                f"{spec.url}: an input needs neurons=N: its population is what the peer sends, "
+                "and nothing else tells it (only sensor formats such as edvs and spif take it "
+                "from their width and height)", key="input")
+    if kind == "relay":
+        outputs = resolve_outputs(outputs, merged_size(
+            [Span(s.offset, s.offset + s.neurons) for s in inputs]), "the merged input")
     names = [s.name for s in (*inputs, *outputs)]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -277,6 +281,31 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         queue_frames=queue_frames, max_age_ns=max_age_ns, on_error=on_error, metrics=metrics,
         sections=MappingProxyType(sections), source=source,
     )
+
+
+def resolve_outputs(outputs: Sequence[EndpointSpec], size: int,
+                    what: str = "the processor's output") -> tuple[EndpointSpec, ...]:
+    """Give each output without neurons= the rest of the output population from its offset.
+
+    ``size`` is the output population (relay: the merged input population; Brian2, NIR:
+    the built network's output groups). ConfigError when an offset leaves nothing to take.
+    """
+    resolved = []
+    for spec in outputs:
+        if not spec.sized_by:
+            if spec.offset >= size:
+                raise ConfigError(
+                    f"{spec.url}: offset={spec.offset} leaves nothing of {what} population "
+                    f"({size} neurons) for neurons= to follow; set neurons= or a smaller "
+                    "offset", key="output")
+            spec = replace(spec, neurons=size - spec.offset, sized_by="output")
+        resolved.append(spec)
+    return tuple(resolved)
+
+
+def unresolved(cfg: BridgeConfig) -> list[EndpointSpec]:
+    """The outputs whose population follows from a processor not yet built."""
+    return [s for s in cfg.outputs if not s.sized_by]
 
 
 def _resolve_processor(spec: str, base: str) -> str:

@@ -117,6 +117,7 @@ class SpifCodec(Codec):
             stride[axis] = step
             step *= radix[axis]
         self.size = step  # ids the sensor can produce
+        self.sensor_neurons = step  # the default neurons= (endpoint_spec)
         self._mx, self._my, self._mp = stride["x"], stride["y"], stride["p"]
         self._limit = min(neurons, step) if neurons else step
         self._per_datagram = mtu // 8 if timestamp else mtu // 4

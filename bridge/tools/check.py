@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bridge.config import load_config
+from bridge.endpoints import EndpointSpec
 from bridge.errors import ConfigError
 from bridge.tools import ArgumentParser, error
 
@@ -15,6 +16,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("config", help="path to a TOML config file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     return parser
+
+
+SIZED_BY = {"url": "neurons=", "sensor": "from the sensor geometry",
+            "output": "the rest of the output population from its offset"}
+
+
+def population(spec: EndpointSpec) -> str:
+    """The resolved population of ``spec`` and where it came from, for the summary."""
+    if not spec.sized_by:
+        return (f"neurons {spec.offset}.. (the rest of the processor's output population, "
+                "known once its network is built)")
+    return (f"neurons {spec.offset}..{spec.offset + spec.neurons - 1} ({spec.neurons}, "
+            f"{SIZED_BY.get(spec.sized_by, spec.sized_by)})")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -29,8 +43,7 @@ def main(argv: Sequence[str]) -> int:
         mode = f"stepped dt={cfg.dt_ns / 1e6:g} ms" if cfg.mode == "stepped" else "relay"
         print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor}")
         for spec in (*cfg.inputs, *cfg.outputs):
-            print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  "
-                  f"[{spec.offset}..{spec.offset + spec.neurons - 1}]")
+            print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  {population(spec)}")
         if cfg.metrics.listen:
             print(f"  metrics on {cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}")
     return 0
