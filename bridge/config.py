@@ -62,6 +62,8 @@ class BridgeConfig:
     metrics: MetricsConfig = MetricsConfig()
     sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<cli>"
+    # Keys the command line set over the file's: "bridge.dt_ms" -> (file's value, new value).
+    overridden: Mapping[str, tuple[Any, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
     def section(self, name: str) -> Any:
         """The parsed settings of subsystem section ``name``, or None when absent."""
@@ -325,8 +327,13 @@ def _resolve_processor(spec: str, base: str) -> str:
     return spec
 
 
-def load_config(path: str) -> BridgeConfig:
-    """Read and validate a TOML config file (processor files relative to its directory)."""
+def load_config(path: str, overrides: Mapping[str, Any] | None = None) -> BridgeConfig:
+    """Read and validate a TOML config file (processor files relative to its directory).
+
+    ``overrides`` ({"bridge.dt_ms": 0.5, "metrics.listen": "127.0.0.1:9877"}) replace the
+    file's keys before validation, so they are checked as the file's own would be; the
+    result's ``overridden`` names each with its old and new value.
+    """
     try:
         with open(path, "rb") as fh:
             doc = tomllib.load(fh)
@@ -339,7 +346,16 @@ def load_config(path: str) -> BridgeConfig:
         base = os.path.dirname(os.path.abspath(path))
         doc = {**doc, "bridge": {**bridge,
                                  "processor": _resolve_processor(bridge["processor"], base)}}
-    return build_config(doc, source=path)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", key=section)
+        changed[dotted] = (table.get(key), value)
+        doc = {**doc, section: {**table, key: value}}
+    cfg = build_config(doc, source=path)
+    return replace(cfg, overridden=MappingProxyType(changed)) if changed else cfg
 
 
 def config_from_flags(

@@ -8,10 +8,43 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from typing import Any
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (unless None, False or already named in its help)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "%(default)" in text or "default" in text or action.default in (
+                None, False, argparse.SUPPRESS) or action.option_strings == []:
+            return text
+        if action.default == [] or action.nargs == 0:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class RawHelpFormatter(HelpFormatter):
+    """HelpFormatter that fills one-line paragraphs and keeps written line breaks (examples)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = text.strip("\n").split("\n\n")
+        return "\n\n".join(
+            "\n".join(indent + line for line in para.splitlines()) if "\n" in para.strip()
+            else super(RawHelpFormatter, self)._fill_text(para, width, indent)
+            for para in paragraphs)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention)."""
+    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention).
+
+    Every command uses it, so every --help shows defaults and keeps its example lines as
+    written (RawHelpFormatter unless a command picks another).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", RawHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class StopFlag:
