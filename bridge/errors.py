@@ -28,6 +28,7 @@ DROP_REASONS: tuple[str, ...] = (
     "rcvbuf_overflow",  # the kernel dropped datagrams before we could read them
     "unrouted",         # accepted by an input, but no id of it falls in any output's slice
     "peer_unreachable", # the peer refused the datagram (ICMP port unreachable: nobody listens)
+    "not_running",      # the peer's simulation is not running (before START, after STOP)
 )
 REASON_INDEX: dict[str, int] = {name: i for i, name in enumerate(DROP_REASONS)}
 

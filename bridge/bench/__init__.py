@@ -17,6 +17,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "overload": ("bridge.bench.overload:main", "2x the relay's throughput for a while: books, "
                  "memory, watchdog, recovery"),
     "fuzz": ("bridge.bench.fuzz:main", "coverage-guided fuzzing of every decoder (atheris)"),
+    "spinnaker": ("bridge.bench.spinnaker:main", "sPyNNaker key tables vs base+i, and the "
+                  "notification-to-ack time"),
     "nir": ("bridge.bench.nir:main", "nir processor step cost vs its bare executor and snnTorch"),
 }
 

@@ -201,6 +201,20 @@ class EieioCodec(Codec):
 
     def decode(self, data: bytes | bytearray | memoryview) -> SpikeFrame:
         """Decode one data message to neuron ids ``key - base``; payloads and times are dropped."""
+        keys = self.keys(data)
+        base = self.base
+        if isinstance(keys, tuple):
+            return SpikeFrame(0, NO_SEQ, 0, np.array(
+                [k - base for k in keys] if base else keys, dtype=np.uint32))
+        if base:
+            keys -= base
+        return SpikeFrame(0, NO_SEQ, 0, keys.astype(np.uint32))
+
+    def keys(self, data: bytes | bytearray | memoryview) -> tuple[int, ...] | np.ndarray:
+        """The routing keys of one data message, range-checked as ``decode`` does.
+
+        A tuple for small messages (plain Python is faster there), else an int64 array.
+        """
         n = len(data)
         pos = 0
         if self.sdp is not None:
@@ -233,10 +247,9 @@ class EieioCodec(Codec):
                 f"{count} elements of type {etype} need {need} bytes, got {n}",
             )
         if count == 0:
-            return SpikeFrame(0, NO_SEQ, 0, np.empty(0, dtype=np.uint32))
+            return ()
         code = "H" if etype < KEY_32_BIT else "I"
         words = count * 2 if etype & 1 else count  # payload types interleave key, payload
-        base = self.base
         if count <= _SMALL:
             keys = _list_struct(code, words).unpack_from(data, pos)
             if etype & 1:
@@ -244,8 +257,7 @@ class EieioCodec(Codec):
             if prefix:
                 keys = tuple(k | prefix for k in keys)
             self._check_range(min(keys), max(keys))
-            return SpikeFrame(0, NO_SEQ, 0, np.array(
-                [k - base for k in keys] if base else keys, dtype=np.uint32))
+            return keys
         raw = np.frombuffer(data, dtype="<" + ("u2" if code == "H" else "u4"),
                             count=words, offset=pos)
         if etype & 1:
@@ -254,9 +266,7 @@ class EieioCodec(Codec):
         if prefix:
             ids |= prefix
         self._check_range(int(ids.min()), int(ids.max()))
-        if base:
-            ids -= base
-        return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
+        return ids
 
     def _check_range(self, lo: int, hi: int) -> None:
         if lo < self.base:

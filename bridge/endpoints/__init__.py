@@ -38,6 +38,8 @@ ENDPOINTS: dict[str, str] = {
     "loop": "bridge.endpoints.loop:LoopEndpoint",
     "serial": "bridge.endpoints.serial:SerialEndpoint",
     "file": "bridge.endpoints.file:FileEndpoint",
+    "spinnaker": "bridge.endpoints.spinnaker:SpinnakerEndpoint",
+    "spif": "bridge.endpoints.spif:SpifEndpoint",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -162,7 +164,8 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
     url = parse_url(text) if isinstance(text, str) else text
     scheme_cls = endpoint_class(url.scheme)
     params = dict(url.params)
-    default_fmt = "native" if url.scheme != "serial" else None
+    default_fmt = None if url.scheme == "serial" else getattr(scheme_cls, "default_format",
+                                                              "native")
     fmt = params.pop("format", default_fmt)
     if fmt is None:
         raise ConfigError(

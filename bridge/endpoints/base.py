@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bridge.endpoints.url import EndpointURL
+from bridge.errors import REASON_INDEX
 
 Address = Any  # a socket address tuple, or None for endpoints without peers
 
@@ -30,6 +31,10 @@ class Endpoint(ABC):
     KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help
     datagram: ClassVar[bool] = True  # False for byte streams: recv returns chunks to a decoder
     refused = 0  # sends the peer refused since open (see note_refusal); the loop reads it
+    state: str = ""  # a protocol state for metrics and STATUS= ("" when there is none)
+    control: Mapping[str, int] = {}  # control messages by result, for endpoints with a handshake
+    # the drop reason the loop counts for a refused send that is not a peer refusal
+    refusal_reason: int = REASON_INDEX["send_failed"]
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         if role not in ("in", "out"):
@@ -79,6 +84,13 @@ class Endpoint(ABC):
         Endpoints that cannot come back return False.
         """
         return False
+
+    def bind_codec(self, codec: Any) -> Any:
+        """The codec the loop uses for this endpoint: ``codec`` (the URL's), or its own."""
+        return codec
+
+    def service(self, now_ns: int) -> None:  # noqa: B027 - optional
+        """Housekeeping from the loop (timers, control traffic); never blocks."""
 
     def overflow_drops(self) -> int:
         """Datagrams the kernel dropped before we read them, since open (0 when unknown)."""

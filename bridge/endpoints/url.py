@@ -18,6 +18,8 @@ GRAMMAR = """\
   serial:DEVICE-OR-PYSERIAL-URL[?KEYS]   e.g. serial:/dev/serial/by-id/...?baud=4000000&format=edvs
   file:PATH.sbr[?KEYS]              a spikebridge recording
   loop://NAME[?KEYS]                in-process loopback, for tests
+  spinnaker://LABEL[?KEYS]          a sPyNNaker population (notify=, tag=, board_port=, full_keys=)
+  spif://HOST[:PORT][?KEYS]         a SPIF board's output stream (input; default port 3332)
 KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=FILE
                     source=NODE  name=LABEL"""
 
@@ -41,7 +43,7 @@ class EndpointURL:
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     def __str__(self) -> str:
-        sep = "//" if self.scheme in ("udp", "mcast", "loop") else ""
+        sep = "//" if self.scheme in SLASHED else ""
         query = f"?{urlencode(dict(self.params), safe=',/:')}" if self.params else ""
         return f"{self.scheme}:{sep}{self.target}{query}"
 
@@ -66,7 +68,8 @@ class EndpointURL:
         return host, num
 
 
-SCHEMES = ("udp", "mcast", "serial", "file", "loop")
+SCHEMES = ("udp", "mcast", "serial", "file", "loop", "spinnaker", "spif")
+SLASHED = ("udp", "mcast", "loop", "spinnaker", "spif")  # schemes written SCHEME://
 
 
 def parse_url(text: str) -> EndpointURL:
@@ -76,7 +79,7 @@ def parse_url(text: str) -> EndpointURL:
         raise ConfigError(
             f"unknown endpoint {text!r}; the scheme must be one of {', '.join(SCHEMES)}\n{GRAMMAR}"
         )
-    if scheme in ("udp", "mcast", "loop"):
+    if scheme in SLASHED:
         if not rest.startswith("//"):
             raise ConfigError(f"{scheme} URLs start {scheme}://, got {text!r}\n{GRAMMAR}")
         rest = rest[2:]

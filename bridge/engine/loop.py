@@ -75,7 +75,7 @@ class OutputPort:
         self.send = ep.send  # bound once: the hot path calls it per datagram
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.span = Span(spec.offset, spec.offset + spec.neurons)
         self.whole = False
@@ -120,7 +120,7 @@ class OutputPort:
         st = self.stats
         refused = self.ep.refused
         if refused == self.refused_seen:
-            st.drops[_SEND_FAILED] += 1
+            st.drops[self.ep.refusal_reason] += 1
             return
         self.refused_seen = refused
         st.drops[_PEER_UNREACHABLE] += 1
@@ -229,7 +229,7 @@ class InputPort:
         self.ep = ep
         self.stats = stats
         self.index = index
-        self.codec: Any = make_codec(spec)
+        self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
         self.offset = spec.offset
         self.neurons = spec.neurons
@@ -512,7 +512,7 @@ class Bridge:
             port.allowed.clear()
             port.source = spec.source
             port.strict = bool(spec.keys)
-            port.codec = make_codec(spec)
+            port.codec = port.ep.bind_codec(make_codec(spec))
             port.max_age_ns = new.max_age_ns
             port.checks = (spec.source is not None or bool(getattr(port.codec, "has_seq", True))
                            or new.max_age_ns is not None)
@@ -898,6 +898,14 @@ class Bridge:
     def _refresh_endpoints(self, now: int) -> None:
         """Reopen endpoints that are down; copy kernel drops, loss and up/down into stats."""
         for port in self.inputs:
+            port.ep.service(now)
+            port.stats.state = port.ep.state
+            port.stats.control = port.ep.control
+        for out in self.outputs:
+            out.ep.service(now)
+            out.stats.state = out.ep.state
+            out.stats.control = out.ep.control
+        for port in self.inputs:
             if port.down and port.ep.reopen(now):
                 port.down = False
                 if self._sel is not None:
@@ -915,7 +923,7 @@ class Bridge:
         for port in self.inputs:
             port.account_overflow()
             reconnects += getattr(port.ep, "reconnects", 0)
-            port.stats.up = 0 if port.down else 1
+            port.stats.up = 0 if port.down or port.ep.state == "down" else 1
             if port.trackers:
                 port.stats.lost = sum(t.lost for t in port.trackers.values())
                 port.stats.reordered = sum(t.reordered for t in port.trackers.values())
@@ -927,7 +935,7 @@ class Bridge:
                 except EndpointError as exc:
                     out._lost(exc)
             reconnects += getattr(out.ep, "reconnects", 0)
-            out.stats.up = 0 if out.down else 1
+            out.stats.up = 0 if out.down or out.ep.state == "down" else 1
         self.stats.serial_reconnects = reconnects
 
     # -- shutdown -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ these objects at scrape time; a torn read of a counter that is being incremented
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.errors import DROP_REASONS, REASON_INDEX
@@ -73,8 +74,8 @@ class EndpointStats:
     """Counters of one endpoint. For inputs, received = accepted + sum(drops) always holds."""
 
     __slots__ = (
-        "accepted", "direction", "drops", "frames", "lost", "name", "one_way", "peer_up",
-        "reordered", "spikes", "unrouted", "up",
+        "accepted", "control", "direction", "drops", "frames", "lost", "name", "one_way",
+        "peer_up", "reordered", "spikes", "state", "unrouted", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:
@@ -92,6 +93,8 @@ class EndpointStats:
         self.up = 1          # 0 while the transport is gone and the loop is reopening it
         self.peer_up = 1     # outputs: 0 while the peer refuses datagrams (peer_unreachable)
         self.unrouted = 0    # inputs: accepted spikes that fall in no output's slice
+        self.state = ""      # the endpoint's protocol state (spinnaker: waiting ... running)
+        self.control: Mapping[str, int] = {}  # its control messages by result (handshakes)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for ``reason`` (a DROP_REASONS name); not for the hot path."""

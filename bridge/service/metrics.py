@@ -119,6 +119,22 @@ class BridgeCollector:
             unrouted.add_metric([ep.name, "unrouted"], ep.unrouted)
         yield unrouted
 
+        state = GaugeMetricFamily(
+            PREFIX + "endpoint_state", "1 for the protocol state an endpoint is in "
+            "(spinnaker: waiting, reading, tagging, ready, running, stopped, down).",
+            labels=["endpoint", "state"])
+        control = CounterMetricFamily(
+            PREFIX + "control_messages", "Handshake messages an endpoint handled, by result "
+            "(database, start, stop, or the reason it was dropped).",
+            labels=["endpoint", "result"])
+        for ep in endpoints:
+            if ep.state:
+                state.add_metric([ep.name, ep.state], 1)
+            for result, n in sorted(dict(ep.control).items()):
+                control.add_metric([ep.name, result], n)
+        yield state
+        yield control
+
         dropped = CounterMetricFamily(
             PREFIX + "frames_dropped", "Frames dropped, by endpoint and reason.",
             labels=["endpoint", "reason"],

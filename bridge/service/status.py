@@ -66,7 +66,7 @@ class StatusLine:
         if elapsed <= 0:
             return (
                 f"running: {len(stats.inputs)} in, {len(stats.outputs)} out, "
-                f"{totals[4]} dropped so far"
+                f"{totals[4]} dropped so far{self._states(stats)}"
             )
         d = [(a - b) / elapsed for a, b in zip(totals, before, strict=True)]
         p99 = _fmt_ns(_diff_quantile(counts, lat_before, hist.edges_ns, 0.99))
@@ -76,7 +76,14 @@ class StatusLine:
         )
         if stats.steps:
             line += f", misses {stats.deadline_misses}, rtf {stats.realtime_factor:.2f}"
-        return line
+        return line + self._states(stats)
+
+    @staticmethod
+    def _states(stats: BridgeStats) -> str:
+        """Endpoints with a handshake that are not running, e.g. '; in0 waiting'."""
+        waiting = [f"{s.name} {s.state}" for s in (*stats.inputs, *stats.outputs)
+                   if s.state and s.state != "running"]
+        return f"; {', '.join(waiting)}" if waiting else ""
 
     @staticmethod
     def totals(stats: BridgeStats) -> str:

@@ -63,8 +63,8 @@ def main(argv: Sequence[str]) -> int:
         return error(prog, "--count and --timeout must be >= 0")
     try:
         spec = endpoint_spec(args.url, "in")
-        codec = make_codec(spec)
         ep = open_endpoint(spec)
+        codec = ep.bind_codec(make_codec(spec))  # spinnaker://: the database's key table
     except (ConfigError, EndpointError) as exc:
         return error(prog, str(exc))
     stop = StopFlag()
@@ -80,6 +80,7 @@ def main(argv: Sequence[str]) -> int:
             wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
             if wait <= 0:
                 break
+            ep.service(time.monotonic_ns())  # handshakes and retries (spinnaker://, spif://)
             if not sel.select(wait):
                 continue
             while not args.count or count < args.count:
