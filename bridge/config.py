@@ -98,7 +98,13 @@ def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = 
 
 
 def parse_listen(text: str, key: str = "metrics.listen") -> tuple[str, int]:
-    """Parse ``HOST:PORT``, ``:PORT`` or ``PORT`` for a listening socket (host: 127.0.0.1)."""
+    """Parse ``HOST:PORT``, ``:PORT``, ``PORT`` or ``http://HOST:PORT/metrics`` for a listening
+    socket (host: 127.0.0.1)."""
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"expected HOST:PORT or an http:// URL, got {text!r}", key=key)
+        text = rest.partition("/")[0]
     if text.isdigit():
         text = f":{text}"
     if text.startswith(":"):

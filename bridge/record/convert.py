@@ -35,7 +35,7 @@ from bridge.record.format import (
     header_meta,
 )
 from bridge.record.sbrfile import SbrWriter, SpikeTable, load_table
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, add_dt, error
 
 PROG = "spikebridge convert"
 CSV_COLUMNS = ("time_s", "endpoint", "source", "seq", "neuron")
@@ -325,22 +325,21 @@ def main(argv: Sequence[str]) -> int:
     """Convert IN to OUT by their suffixes; exit 0, 1 on unreadable input, 2 on bad arguments."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
-        epilog="examples: spikebridge convert run.sbr run.npz --dt-ms 0.1 | "
+        epilog="examples: spikebridge convert run.sbr run.npz --dt 0.1 | "
                "spikebridge convert monitor.npz stimulus.sbr --neurons 100",
     )
     parser.add_argument("input", help="a .sbr, .csv or .npz file")
     parser.add_argument("output", help="the file to create (.sbr, .csv or .npz; never overwritten)")
     parser.add_argument("--local-ids", action="store_true",
                         help=".npz indices as received, without each endpoint's offset")
-    parser.add_argument("--dt-ms", type=float, default=None, metavar="MS",
-                        help=".npz: snap times to a dt grid and drop repeats within a step "
-                             "(what SpikeGeneratorGroup needs)")
+    add_dt(parser, ".npz: snap times to a dt grid and drop repeats within a step "
+                   "(what SpikeGeneratorGroup needs)", dest="dt_ms")
     parser.add_argument("--name", default="in0",
-                        help="endpoint name for input without one (default in0)")
+                        help="endpoint name for input without one")
     parser.add_argument("--neurons", type=int, default=0,
                         help="population size for input without one (default: max id + 1)")
     parser.add_argument("--source", type=int, default=0,
-                        help="source node for input without one (default 0)")
+                        help="source node for input without one")
     args = parser.parse_args(argv)
     src, dst = Path(args.input), Path(args.output)
     for p in (src, dst):
@@ -351,7 +350,7 @@ def main(argv: Sequence[str]) -> int:
     if args.neurons < 0 or not 0 <= args.source <= 0xFFFFFFFF:
         return error(PROG, "--neurons must be >= 0 and --source in 0..2**32-1")
     if args.dt_ms is not None and (not args.dt_ms > 0 or dst.suffix.lower() != ".npz"):
-        return error(PROG, "--dt-ms must be > 0 and applies to .npz output")
+        return error(PROG, "--dt must be > 0 and applies to .npz output")
     kw: dict[str, Any] = {}
     if src.suffix.lower() != ".sbr":
         kw = {"name": args.name, "neurons": args.neurons, "source": args.source,

@@ -21,7 +21,7 @@ from bridge.record.config import endpoint_info
 from bridge.record.intake import Intake
 from bridge.record.progress import ProgressLine, human_rate
 from bridge.record.recorder import Recorder
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, add_duration, error
 
 PROG = "spikebridge record"
 
@@ -35,8 +35,7 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     )
     parser.add_argument("url", help="endpoint URL to receive on (udp://, mcast://, serial:, ...)")
     parser.add_argument("file", help="the .sbr file to create (never overwritten)")
-    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
-                        help="stop after S seconds (default: until Ctrl-C)")
+    add_duration(parser, "stop after SECONDS (default: until Ctrl-C)", default=0.0, old=())
     parser.add_argument("--count", type=int, default=0, metavar="N",
                         help="stop after N frames (default: no limit)")
     parser.add_argument("--rotate-mb", type=float, default=0.0, metavar="MB",

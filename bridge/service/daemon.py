@@ -87,10 +87,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--repetitions", type=int, metavar="N",
                         help="runs, needs a duration (default: the file's repetitions, else 1)")
     parser.add_argument("--metrics", metavar="HOST:PORT",
-                        help="serve Prometheus metrics here, e.g. 127.0.0.1:9877 "
+                        help="serve Prometheus metrics here, HOST:PORT or a URL such as "
+                             "http://127.0.0.1:9877/metrics "
                              "(default: the file's [metrics] listen, else off)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"], help="log threshold")
+    parser.sets_logging = False  # type: ignore[attr-defined]  # logs.configure does it
     return parser
 
 
@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, st
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = args.log_level.upper()
+    level = (args.log_level or ("warning" if args.quiet else "info")).upper()
     try:
         if args.config:
             if args.inputs or args.outputs:

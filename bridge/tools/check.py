@@ -12,7 +12,8 @@ from bridge.tools import ArgumentParser, error
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge check", description=__doc__)
+    parser = ArgumentParser(prog="spikebridge check", description=__doc__,
+                            epilog="example: spikebridge check /etc/spikebridge/spikebridge.toml")
     parser.add_argument("config", help="path to a TOML config file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     return parser

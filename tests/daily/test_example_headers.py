@@ -60,6 +60,7 @@ def test_every_header_run_line_is_accepted(example: Path, tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold Brian2 compile of CUBA on a loaded machine
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
 def test_every_header_runs_as_written(example: Path, tmp_path: Path) -> None:
     if "nir" in example.name:

@@ -64,7 +64,7 @@ def test_record_replay_listen_keeps_ids_and_order(tmp_path: Path) -> None:
     assert [r.frame.ids.tolist() for r in recorded] == [frame_ids(i) for i in range(N)]
 
     listener = cli("listen", f"udp://127.0.0.1:{out_port}?format=native", "--json",
-                   "--count", str(N), "--timeout", "60")
+                   "--count", str(N), "--duration", "60")
     try:
         assert listener.stderr is not None
         assert b"listening on" in listener.stderr.readline()
