@@ -1,7 +1,7 @@
 """The ``spikebridge`` command: a table of subcommands, each a thin ``main(argv) -> int``.
 
 Subcommand modules are imported only when chosen, so ``spikebridge send`` never pays for
-Brian2 or matplotlib. Exit codes: 0 success, 1 runtime failure, 2 bad config or arguments.
+Brian2 or matplotlib. Every command follows EXIT_CODES (also in docs/cli.md).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from bridge import __version__
@@ -34,6 +35,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# The one exit-code table every command follows (docs/cli.md).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "success"),
+    (1, "a runtime failure after the command started: a device lost for good, a step"
+        " function that raised with on_error = \"stop\", no daemon answering top"),
+    (2, "bad usage or config, found before anything ran: a bad argument, key or file, a port"
+        " in use, a missing device, a missing optional package"),
+)
+
+
 def usage() -> str:
     """The top-level help text."""
     width = max(len(n) for n in COMMANDS)
@@ -45,9 +56,14 @@ def usage() -> str:
         "commands:",
         *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()),
         "",
+        "exit codes (every command):",
+        *(textwrap.fill(text, 88, initial_indent=f"  {code}  ", subsequent_indent="     ")
+          for code, text in EXIT_CODES),
+        "",
         "Run 'spikebridge COMMAND --help' for a command's options.",
         "Endpoint URLs: udp://HOST:PORT, mcast://GROUP:PORT, serial:DEVICE, file:PATH.sbr,",
-        "loop://NAME, each with ?format=...&neurons=...&offset=... (see docs/architecture.md).",
+        "loop://NAME, dv+tcp://HOST:PORT, each with ?format=...&neurons=...&offset=...",
+        "(see docs/architecture.md; event cameras: docs/event-cameras.md).",
     ]
     return "\n".join(lines)
 
@@ -85,6 +101,6 @@ def dispatch(prog: str, table: dict[str, tuple[str, str]], args: Sequence[str]) 
         target = getattr(importlib.import_module(module), func)
     except ImportError as exc:
         print(f"{prog} {name}: not available in this installation: {exc}", file=sys.stderr)
-        return 1
+        return 2
     code: int = target(list(args[1:]))
     return code

@@ -7,6 +7,7 @@ a device or a file other than the config and key files it is asked to read.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +23,13 @@ from bridge.errors import ConfigError
 from bridge.processors import SPEC_GRAMMAR
 
 MODES = ("relay", "stepped")
+
+# The shortest step the engine keeps. Its own work per step (poll, admit, step, send) costs
+# 5.4 µs with the relay processor on the 2-core development VM (docs/cli.md); below 10 µs a
+# step leaves no time to wait for input, the schedule is all catch-up and the finest
+# step-lateness bucket (10 µs) can no longer tell a late step from a kept one.
+MIN_DT_NS = 10_000
+MAX_NS = 2**62  # any time in the config: about 146 years, well inside int64 nanoseconds
 
 # Sections owned by other subsystems: name -> "module:function" taking (table, key path) and
 # returning a frozen settings object (ConfigError on a bad key).
@@ -70,6 +78,42 @@ class BridgeConfig:
         return self.sections.get(name)
 
 
+def _ms(ns: int | None) -> str:
+    return "0" if ns is None else f"{ns / 1e6:g}"
+
+
+# BridgeConfig field -> (the config key that sets it, its value as the config writes it).
+_FIELD_KEYS: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "node": ("bridge.node", str),
+    "mode": ("bridge.mode", repr),
+    "processor": ("bridge.processor", repr),
+    "params": ("[processor.params]", lambda v: "{" + ", ".join(
+        f"{k} = {x!r}" for k, x in v.items()) + "}"),
+    "dt_ns": ("bridge.dt_ms", _ms),
+    "policy": ("bridge.policy", repr),
+    "spin_ns": ("bridge.spin_us", lambda v: f"{v / 1e3:g}"),
+    "miss_ns": ("bridge.miss_us", lambda v: f"{v / 1e3:g}"),
+    "duration_ns": ("bridge.duration_s", lambda v: "0" if v is None else f"{v / 1e9:g}"),
+    "repetitions": ("bridge.repetitions", str),
+    "queue_frames": ("bridge.queue_frames", str),
+    "max_age_ns": ("bridge.max_age_ms", _ms),
+    "on_error": ("bridge.on_error", repr),
+    "metrics": ("metrics.listen", lambda v: "(none)" if v.listen is None else repr(
+        f"{v.listen[0]}:{v.listen[1]}")),
+    "inputs": ("[[input]]", lambda v: ", ".join(str(s) for s in v)),
+    "outputs": ("[[output]]", lambda v: ", ".join(str(s) for s in v)),
+}
+
+
+def describe_change(name: str, old: BridgeConfig, new: BridgeConfig) -> str:
+    """A changed BridgeConfig field in config terms: ``bridge.dt_ms 1 -> 2``."""
+    entry = _FIELD_KEYS.get(name)
+    if entry is None:
+        return name
+    key, show = entry
+    return f"{key} {show(getattr(old, name))} -> {show(getattr(new, name))}"
+
+
 def _type_name(value: Any) -> str:
     return type(value).__name__
 
@@ -91,6 +135,10 @@ def _get(
 
 
 def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = False) -> int:
+    if not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value!r}", key=key)
+    if abs(float(value) * unit_ns) >= MAX_NS:
+        raise ConfigError(f"must be under {MAX_NS / unit_ns:g}, got {value!r}", key=key)
     ns = round(float(value) * unit_ns)
     if ns < 0 or (ns == 0 and not allow_zero):
         raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", key=key)
@@ -178,8 +226,23 @@ ON_ERROR = ("skip", "stop")
 TOP_KEYS = {"bridge", "input", "output", "processor", "metrics", *SECTION_PARSERS}
 
 
+def _refuse_non_finite(value: Any, path: str) -> None:
+    """ConfigError naming the key of the first nan or inf (user params may hold them)."""
+    if path == "processor.params":
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"must be a finite number, got {value!r}", key=path or "<document>")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _refuse_non_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _refuse_non_finite(v, f"{path}[{i}]")
+
+
 def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConfig:
     """Validate a parsed TOML document (or the same shape built from CLI flags)."""
+    _refuse_non_finite(doc, "")
     for key in doc:
         if key not in TOP_KEYS:
             raise ConfigError(
@@ -207,7 +270,12 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         raise ConfigError(f"must be one of {', '.join(MODES)}, got {mode!r}", key="bridge.mode")
     if kind in ("brian2", "nir") and mode != "stepped":
         raise ConfigError(f"a {kind} processor runs in stepped mode only", key="bridge.mode")
-    dt_ns = _positive_ns(_get(br, "dt_ms", "bridge", (int, float), 1.0), 1_000_000, "bridge.dt_ms")
+    dt_ms = _get(br, "dt_ms", "bridge", (int, float), 1.0)
+    dt_ns = _positive_ns(dt_ms, 1_000_000, "bridge.dt_ms")
+    if dt_ns < MIN_DT_NS:
+        raise ConfigError(f"must be >= {MIN_DT_NS / 1e6:g} ms, got {dt_ms!r}: the engine's own "
+                          "work per step takes several µs, so a shorter step cannot be kept "
+                          "(see docs/cli.md)", key="bridge.dt_ms")
     policy = _get(br, "policy", "bridge", (str,), "catch-up")
     if policy not in POLICIES:
         raise ConfigError(f"must be one of {', '.join(POLICIES)}, got {policy!r}",
@@ -333,6 +401,42 @@ def _resolve_processor(spec: str, base: str) -> str:
     return spec
 
 
+CLI_SOURCE = "<command line>"  # BridgeConfig.source of a config built from --in/--out
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def excerpt(data: bytes, at: int = 0, width: int = 24) -> str:
+    """A short, escaped excerpt of ``data`` around byte ``at``, safe to print in a message."""
+    lo = max(0, at - width // 2)
+    part = data[lo:lo + width]
+    text = repr(part)  # b'...': printable ASCII as is, everything else escaped
+    return f"{'...' if lo else ''}{text}{'...' if lo + width < len(data) else ''}"
+
+
+def read_config_text(path: str) -> str:
+    """The text of a config file; ConfigError (quoting at most a short excerpt) when it is
+    unreadable, too large, binary or not UTF-8."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", key=path) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config file",
+                          key=path)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"a binary file, not a TOML config (byte {nul} is NUL; starts "
+                          f"{excerpt(data)})", key=path)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"not UTF-8 text: byte {exc.start} (line {line}) is "
+                          f"0x{data[exc.start]:02x}, near {excerpt(data, exc.start)}; "
+                          "a config is TOML in UTF-8", key=path) from None
+
+
 def load_config(path: str, overrides: Mapping[str, Any] | None = None) -> BridgeConfig:
     """Read and validate a TOML config file (processor files relative to its directory).
 
@@ -340,11 +444,9 @@ def load_config(path: str, overrides: Mapping[str, Any] | None = None) -> Bridge
     file's keys before validation, so they are checked as the file's own would be; the
     result's ``overridden`` names each with its old and new value.
     """
+    text = read_config_text(path)
     try:
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror}", key=path) from None
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", key=path) from None
     bridge = doc.get("bridge")
@@ -391,4 +493,4 @@ def config_from_flags(
     doc: dict[str, Any] = {"bridge": br, "input": list(inputs), "output": list(outputs)}
     if metrics:
         doc["metrics"] = {"listen": metrics}
-    return build_config(doc, source="<command line>")
+    return build_config(doc, source=CLI_SOURCE)

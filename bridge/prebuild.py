@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from bridge.config import load_config
 from bridge.engine.router import Span, merged_size
 from bridge.errors import ConfigError
+from bridge.preflight import preflight
 from bridge.tools import ArgumentParser
 
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str]) -> int:
         if kind != "brian2":
             raise ConfigError(f"nothing to prebuild: the processor is {cfg.processor!r}, not "
                               "brian2:...", key="bridge.processor")
+        preflight(cfg)  # refuse what the daemon would refuse before compiling for a minute
         settings = cfg.section("brian2") or Brian2Settings()
         if args.cache_dir:
             settings = dataclasses.replace(settings, cache_dir=args.cache_dir)

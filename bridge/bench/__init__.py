@@ -19,6 +19,9 @@ BENCHES: dict[str, tuple[str, str]] = {
     "fuzz": ("bridge.bench.fuzz:main", "coverage-guided fuzzing of every decoder (atheris)"),
     "spinnaker": ("bridge.bench.spinnaker:main", "sPyNNaker key tables vs base+i, and the "
                   "notification-to-ack time"),
+    "events": ("bridge.bench.events:main", "camera events/s and CPU per event vs aestream"),
+    "camfiles": ("bridge.bench.camfiles:main", "event-camera file libraries: read speed and "
+                 "correctness; dv-processing's network classes"),
     "nir": ("bridge.bench.nir:main", "nir processor step cost vs its bare executor and snnTorch"),
 }
 

@@ -38,7 +38,8 @@ Target = Callable[[bytes], None]
 # Longest input per target: datagrams up to a jumbo-ish frame; serial and file streams need
 # no more than a frame or two to reach every state (and cost more per byte to check).
 MAX_LEN: dict[str, int] = {"legacy": 4096, "native": 4096, "eieio": 1024, "spif": 4096,
-                           "board": 1024, "edvs": 1024, "sbr": 1024}
+                           "board": 1024, "edvs": 1024, "sbr": 1024,
+                           "t64_x16_y16_on8": 4096, "t32_x16_y15_on1": 4096}
 TARGETS: dict[str, str] = {
     "legacy": "legacy datagrams (dense 0/1 frames)",
     "native": "native datagrams, plain and HMAC-keyed, plus a sealed (validly tagged) variant",
@@ -47,6 +48,8 @@ TARGETS: dict[str, str] = {
     "board": "board serial stream, raw and sealed (valid CRC and COBS), chunked",
     "edvs": "eDVS serial stream, 2- and 6-byte events, chunked",
     "sbr": ".sbr recordings: header, records, and sealed (valid CRC) records and headers",
+    "t64_x16_y16_on8": "Faery 13-byte events, against an independent reference reading",
+    "t32_x16_y15_on1": "Faery 8-byte events, against an independent reference reading",
 }
 FULL_RUNS = 1_000_000  # the per-decoder figure the reliability docs promise
 KEY_A = bytes(range(32))
@@ -252,6 +255,64 @@ def _spif_target() -> Target:
     return run
 
 
+def _faery_reference(data: bytes, compact: bool, width: int, height: int,
+                     strides: tuple[int, int, int], limit: int) -> tuple[str, Any]:
+    """A Faery UDP datagram as docs/wire-formats.md describes it, read event by event."""
+    import struct
+
+    size = 8 if compact else 13
+    if len(data) % size:
+        return "drop", "truncated"
+    if not compact and any(data[i + 12] > 1 for i in range(0, len(data), size)):
+        return "drop", "malformed"  # checked before any coordinate
+    ids = []
+    for i in range(0, len(data), size):
+        if compact:
+            _t, x, yon = struct.unpack_from("<IHH", data, i)
+            y, p = yon >> 1, yon & 1
+        else:
+            _t, x, y, p = struct.unpack_from("<QHHB", data, i)
+        if x >= width or y >= height:
+            return "drop", "id_out_of_range"
+        ids.append(x * strides[0] + y * strides[1] + p * strides[2])
+    if ids and max(ids) >= limit:
+        return "drop", "id_out_of_range"
+    return "ok", ids
+
+
+def _faery_target(compact: bool) -> Callable[[], Target]:
+    def build() -> Target:
+        from bridge.codecs.faery_udp import T32X16Y15On1Codec, T64X16Y16On8Codec
+
+        cls = T32X16Y15On1Codec if compact else T64X16Y16On8Codec
+        cases = [
+            (cls(0, width=640, height=480), (1, 640, 640 * 480)),
+            (cls(100, width=10, height=10, layout="xy"), (10, 1, 0)),
+            (cls(0, width=3, height=2000, layout="pxy", events=7), (2000, 1, 6000)),
+        ]
+
+        def run(data: bytes) -> None:
+            for codec, strides in cases:
+                check_datagram(codec, data)
+                geo = codec.geometry
+                want = _faery_reference(data, compact, geo.width, geo.height, strides,
+                                        geo.limit)
+                got = _verdict(codec, data)
+                _require(got == want, f"{codec.name} {geo.layout}: decoded {got[0]} but the "
+                                      f"format reads {want[0]} ({got[1]!r:.60} vs "
+                                      f"{want[1]!r:.60})")
+                if got[0] == "ok":  # the times ride along unchanged (t32: as sent, 32 bits)
+                    _, times = codec.decode_times(data)
+                    tsize, size = (4, 8) if compact else (8, 13)
+                    ref = [int.from_bytes(data[i:i + tsize], "little")
+                           for i in range(0, len(data), size)]
+                    _require(times.tolist() == ref, f"{codec.name}: event times differ")
+
+        return run
+
+    return build
+
+
 # -- stream codecs --------------------------------------------------------------------------
 
 
@@ -446,6 +507,8 @@ BUILDERS: dict[str, Callable[[], Target]] = {
     "board": _board_target,
     "edvs": _edvs_target,
     "sbr": _sbr_target,
+    "t64_x16_y16_on8": _faery_target(compact=False),
+    "t32_x16_y15_on1": _faery_target(compact=True),
 }
 
 
@@ -497,6 +560,16 @@ def seed_inputs(name: str) -> list[bytes]:
                       SpifCodec(0, width=3, height=2000, layout="pxy", timestamp=True)):
             for ids in ([1, 7, 42], list(range(0, 5000, 97)), []):
                 out += spif.encode(f(ids, t_sent_ns=77_000))
+        return out
+    if name in ("t64_x16_y16_on8", "t32_x16_y15_on1"):
+        from bridge.codecs import codec_class
+
+        out = []
+        for kw in ({"width": 640, "height": 480}, {"width": 3, "height": 2000, "layout": "pxy",
+                                                   "events": 7}):
+            faery = codec_class(name)(0, **kw)
+            for ids in ([1, 7, 42], list(range(0, 5000, 97)), []):
+                out += faery.encode(f(ids, t_sent_ns=(1 << 33) + 77_000))
         return out
     if name == "board":
         from bridge.codecs.board import CMD_PING, BoardCodec

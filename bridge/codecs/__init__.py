@@ -17,6 +17,8 @@ CODECS: dict[str, str] = {
     "native": "bridge.codecs.native:NativeCodec",
     "eieio": "bridge.codecs.eieio:EieioCodec",
     "spif": "bridge.codecs.spif:SpifCodec",
+    "t64_x16_y16_on8": "bridge.codecs.faery_udp:T64X16Y16On8Codec",
+    "t32_x16_y15_on1": "bridge.codecs.faery_udp:T32X16Y15On1Codec",
 }
 
 

@@ -105,5 +105,13 @@ class Codec(ABC):
         return self.encode(frame)
 
     def same_wire(self, other: Codec) -> bool:
-        """True when ``other`` accepts this codec's datagrams unchanged but for the header."""
+        """True when ``relay_to(other, ...)`` can carry a datagram ``peek`` accepted, unchanged
+        but for the header (or, for event formats, re-laid event for event with its times)."""
         return type(other) is type(self) and other.neurons == self.neurons
+
+    def relay_to(
+        self, other: Codec, data: bytes | bytearray | memoryview, source: int, seq: int,
+        t_sent_ns: int,
+    ) -> list[bytes]:
+        """The datagrams ``other`` sends for a datagram that ``peek`` accepted (``same_wire``)."""
+        return self.reframe(data, source, seq, t_sent_ns)

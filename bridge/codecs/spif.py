@@ -9,12 +9,13 @@ and golden vectors are in docs/wire-formats.md (section "spif").
 from __future__ import annotations
 
 import struct
-from itertools import permutations
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from bridge.codecs.base import Codec, Option, parse_bool
+from bridge.codecs.geometry import GEOMETRY_OPTIONS, LAYOUTS, Geometry
 from bridge.errors import DecodeError
 from bridge.frame import NO_SEQ, SpikeFrame
 
@@ -23,14 +24,10 @@ X_SHIFT = 16
 P_SHIFT = 15
 COORD_MASK = 0x7FFF  # x and y are 15 bits each
 MAX_SIDE = COORD_MASK + 1
-DEFAULT_MTU = 1024  # spiffer reads 256 words per recv(); a longer datagram would be cut
+DEFAULT_MTU = 512  # aestream's UDPInput reads 512 bytes a recv() (spiffer 1024): never longer
 UDP_MAX_PAYLOAD = 65507
 
-LAYOUTS: tuple[str, ...] = tuple(
-    ["".join(p) for p in permutations("xyp")] + ["".join(p) for p in permutations("xy")]
-)
-"""Id layouts: the axes of a mixed-radix number, most significant first (x: width, y: height,
-p: 2). ``pyx`` is id = (p*height + y)*width + x; a layout without ``p`` ignores polarity."""
+__all__ = ["LAYOUTS", "SpifCodec"]
 
 _SMALL = 16  # below this many words, plain Python beats numpy's per-call overhead
 _lists: dict[int, struct.Struct] = {}
@@ -41,26 +38,6 @@ def _words(n: int) -> struct.Struct:
     if s is None:
         s = _lists[n] = struct.Struct(f"<{n}I")
     return s
-
-
-def _parse_side(text: str) -> int:
-    value = int(text, 0)
-    if not 1 <= value <= MAX_SIDE:
-        raise ValueError(f"must be 1..{MAX_SIDE} (15-bit coordinates)")
-    return value
-
-
-def _parse_layout(text: str) -> str:
-    if text not in LAYOUTS:
-        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}")
-    return text
-
-
-def _parse_polarity(text: str) -> int:
-    value = int(text)
-    if value not in (0, 1):
-        raise ValueError("polarity must be 0 or 1")
-    return value
 
 
 def _parse_mtu(text: str) -> int:
@@ -76,10 +53,7 @@ class SpifCodec(Codec):
     name: ClassVar[str] = "spif"
     summary: ClassVar[str] = "SPIF/AEStream 32-bit event words (x, y, polarity)"
     OPTIONS: ClassVar[dict[str, Option]] = {
-        "width": Option(_parse_side, None, "sensor width: x runs 0..width-1 (required)"),
-        "height": Option(_parse_side, None, "sensor height: y runs 0..height-1 (required)"),
-        "layout": Option(_parse_layout, "pyx", "id layout, most significant axis first"),
-        "polarity": Option(_parse_polarity, 1, "polarity sent by layouts without p"),
+        **GEOMETRY_OPTIONS,
         "timestamp": Option(parse_bool, False, "send a microsecond timestamp word per event"),
         "mtu": Option(_parse_mtu, DEFAULT_MTU, "largest datagram sent, bytes"),
     }
@@ -98,28 +72,16 @@ class SpifCodec(Codec):
         mtu: int = DEFAULT_MTU,
     ) -> None:
         super().__init__(neurons)
-        if width is None or height is None:
-            raise ValueError("the spif format needs width= and height= (the sensor size)")
-        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
-            raise ValueError(f"width and height must be 1..{MAX_SIDE}, got {width}x{height}")
-        if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-        if polarity not in (0, 1):
-            raise ValueError(f"polarity must be 0 or 1, got {polarity}")
+        geo = self.geometry = Geometry("spif", neurons, width, height, layout, polarity,
+                                       max_width=MAX_SIDE, max_height=MAX_SIDE)
         if not 8 <= mtu <= UDP_MAX_PAYLOAD:
             raise ValueError(f"mtu must be 8..{UDP_MAX_PAYLOAD} bytes, got {mtu}")
-        self.width, self.height, self.layout = width, height, layout
+        self.width, self.height, self.layout = geo.width, geo.height, geo.layout
         self.polarity, self.timestamp, self.mtu = polarity, timestamp, mtu
-        radix = {"x": width, "y": height, "p": 2}
-        stride = {"x": 0, "y": 0, "p": 0}
-        step = 1
-        for axis in reversed(layout):
-            stride[axis] = step
-            step *= radix[axis]
-        self.size = step  # ids the sensor can produce
-        self.sensor_neurons = step  # the default neurons= (endpoint_spec)
-        self._mx, self._my, self._mp = stride["x"], stride["y"], stride["p"]
-        self._limit = min(neurons, step) if neurons else step
+        self.size = geo.size  # ids the sensor can produce
+        self.sensor_neurons = geo.size  # the default neurons= (endpoint_spec)
+        self._mx, self._my, self._mp = geo.mx, geo.my, geo.mp  # read per event: kept local
+        self._limit = geo.limit
         self._per_datagram = mtu // 8 if timestamp else mtu // 4
 
     # -- decoding ------------------------------------------------------------------------
@@ -157,6 +119,20 @@ class SpifCodec(Codec):
         if int(ids.max()) >= self._limit:
             raise DecodeError("id_out_of_range", f"id {int(ids.max())} not below {self._limit}")
         return SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
+
+    def peek(self, data: bytes | bytearray | memoryview) -> tuple[int, int, int, int]:
+        """Validate as ``decode`` does, without building ids when no event carries a time."""
+        n = len(data)
+        nw = n >> 2
+        if n & 3 or nw <= _SMALL or self._limit < self.size:
+            return super().peek(data)
+        half = np.frombuffer(data, dtype="<u2")  # (y | p << 15, x | T << 15) per word
+        hi = half[1::2]
+        # Every event without a time (b31 set), x and y inside: the ids are inside too.
+        if (int(hi.min()) >= 0x8000 and int(hi.max()) - 0x8000 < self.width
+                and int((half[0::2] & COORD_MASK).max()) < self.height):
+            return 0, NO_SEQ, 0, nw
+        return super().peek(data)  # decode gives the verdict and the drop reason
 
     @staticmethod
     def _walk(words: tuple[int, ...] | list[int]) -> list[int]:
@@ -227,6 +203,27 @@ class SpifCodec(Codec):
         step = per * (8 if self.timestamp else 4)
         return [raw[i:i + step] for i in range(0, len(raw), step)]
 
+    def encode_events(self, t_us: npt.NDArray[Any], x: npt.NDArray[Any], y: npt.NDArray[Any],
+                      on: npt.NDArray[Any]) -> list[bytes]:
+        """Encode pixel events (each with its own µs time when ``timestamp``) in ``mtu`` pieces.
+
+        The caller has checked every event against this codec's geometry (``same_wire``).
+        """
+        words = ((x.astype(np.int64) << X_SHIFT) | y.astype(np.int64)
+                 | (on.astype(np.int64) & 1) << P_SHIFT)
+        if self.timestamp:
+            pairs = np.empty(2 * len(words), dtype=np.int64)
+            pairs[0::2] = words
+            pairs[1::2] = t_us.astype(np.int64) & 0xFFFFFFFF
+            raw = pairs.astype("<u4").tobytes()
+            step = self._per_datagram * 8
+        else:
+            raw = (words | NO_TIMESTAMP).astype("<u4").tobytes()
+            step = self._per_datagram * 4
+        if not raw:
+            return [b""]
+        return [raw[i:i + step] for i in range(0, len(raw), step)]
+
     # -- pass-through --------------------------------------------------------------------
 
     def _signature(self) -> tuple[object, ...]:
@@ -239,6 +236,52 @@ class SpifCodec(Codec):
         """SPIF has no source, seq or send time to rewrite: the datagram goes out unchanged."""
         return [bytes(data)]
 
+    def fields(self, data: bytes | bytearray | memoryview, t_default_us: int) -> tuple[
+            npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]:
+        """(t µs, x, y, p) of a datagram ``peek`` accepted; ``t_default_us`` for untimed events."""
+        words = np.frombuffer(data, dtype="<u4")
+        nw = len(words)
+        if nw and np.all(words >= NO_TIMESTAMP):
+            ev = words
+            t = np.full(nw, t_default_us, dtype=np.uint64)
+        elif nw % 2 == 0 and np.all(words[0::2] < NO_TIMESTAMP):
+            ev = words[0::2]
+            t = words[1::2].astype(np.uint64)
+        else:
+            listed = words.tolist()
+            evs, ts, i = [], [], 0
+            while i < nw:
+                w = listed[i]
+                evs.append(w)
+                if w & NO_TIMESTAMP:
+                    ts.append(t_default_us)
+                    i += 1
+                else:
+                    ts.append(listed[i + 1])
+                    i += 2
+            ev = np.array(evs, dtype=np.uint32)
+            t = np.array(ts, dtype=np.uint64)
+        return t, (ev >> X_SHIFT) & COORD_MASK, ev & COORD_MASK, (ev >> P_SHIFT) & 1
+
+    def relay_to(self, other: Codec, data: bytes | bytearray | memoryview, source: int,
+                 seq: int, t_sent_ns: int) -> list[bytes]:
+        """To an identical spif output: unchanged; to a Faery layout: each event re-laid."""
+        if isinstance(other, SpifCodec):
+            return [bytes(data)]
+        encode_events = getattr(other, "encode_events", None)
+        if encode_events is None:  # not reached: same_wire admits only event formats
+            return self.reframe(data, source, seq, t_sent_ns)
+        result: list[bytes] = encode_events(*self.fields(data, t_sent_ns // 1000))
+        return result
+
     def same_wire(self, other: Codec) -> bool:
-        """True only for a spif codec with identical options (the datagram passes unchanged)."""
-        return isinstance(other, SpifCodec) and other._signature() == self._signature()
+        """True for a spif codec with identical options (the datagram passes unchanged) and
+        for a Faery layout of the same geometry (events re-laid, each with its own time;
+        an event without one gets the send time)."""
+        if isinstance(other, SpifCodec):
+            return other._signature() == self._signature()
+        from bridge.codecs.faery_udp import T32X16Y15On1Codec, T64X16Y16On8Codec
+
+        return (isinstance(other, T32X16Y15On1Codec | T64X16Y16On8Codec)
+                and other.neurons == self.neurons
+                and other.geometry.key() == self.geometry.key())

@@ -26,7 +26,7 @@ from bridge.tools import ArgumentParser, add_duration
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    p = ArgumentParser(
+    p = ArgumentParser(  # type=float refuses nan and inf
         prog="spikebridge emulate",
         description="Run an eDVS sensor or spiking board emulator behind a pseudo-terminal.",
         epilog="example: spikebridge emulate edvs --link /tmp/edvs --rate 100000 --baud 12000000"

@@ -40,6 +40,8 @@ ENDPOINTS: dict[str, str] = {
     "file": "bridge.endpoints.file:FileEndpoint",
     "spinnaker": "bridge.endpoints.spinnaker:SpinnakerEndpoint",
     "spif": "bridge.endpoints.spif:SpifEndpoint",
+    "dv+tcp": "bridge.endpoints.dv:DvEndpoint",
+    "dv+unix": "bridge.endpoints.dv:DvUnixEndpoint",
 }
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -210,9 +212,15 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
                 raise ConfigError(f"not a CIDR network: {part!r}", key=f"{url}: allow") from None
     key_path = params.pop("key", None)
     keys = read_key_file(key_path) if key_path is not None else ()
-    scheme_options = {k: params.pop(k) for k in list(params) if k in scheme_cls.KEYS}
+    # A key the scheme shares with the codec (a camera file's width= with format=spif) goes to
+    # both; any other scheme key is the scheme's alone (spinnaker's tag= is not eieio's tag=).
+    shared = scheme_cls.SHARED_KEYS
+    scheme_options = {k: params[k] if k in shared else params.pop(k)
+                      for k in list(params) if k in scheme_cls.KEYS}
     codec_opts = getattr(fmt_cls, "OPTIONS", {})
     codec_options = {k: params.pop(k) for k in list(params) if k in codec_opts}
+    for k in shared:
+        params.pop(k, None)
     if params:
         unknown = ", ".join(sorted(params))
         raise ConfigError(

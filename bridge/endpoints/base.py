@@ -29,6 +29,8 @@ class Endpoint(ABC):
 
     scheme: ClassVar[str]
     KEYS: ClassVar[Mapping[str, str]] = {}  # scheme-specific URL keys -> one line of help
+    # Of KEYS, those the format's codec takes as well (sensor geometry): they go to both.
+    SHARED_KEYS: ClassVar[frozenset[str]] = frozenset()
     datagram: ClassVar[bool] = True  # False for byte streams: recv returns chunks to a decoder
     refused = 0  # sends the peer refused since open (see note_refusal); the loop reads it
     state: str = ""  # a protocol state for metrics and STATUS= ("" when there is none)

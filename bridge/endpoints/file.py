@@ -1,4 +1,8 @@
-"""file:PATH.sbr endpoints: an input replays a recording, an output records what it is sent.
+"""file:PATH endpoints: an input replays a recording, an output records what it is sent.
+
+PATH is a .sbr recording or an event-camera file (.aedat4, .raw, .dat, .es, camera .csv; read
+and written through bridge.record.camera): a recorded camera stands in for a live sensor,
+paced by its own timestamps, and an output writes the camera format directly.
 
 Input: a replay thread, started at ``open`` (before the loop raises its priority), reads the
 file and, from the moment the loop first asks for ``fileno`` (it registers the descriptor as it
@@ -17,22 +21,28 @@ Neither ever blocks the loop or raises for a full buffer: a refused frame return
 from __future__ import annotations
 
 import glob
+import logging
 import socket
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
+from bridge.codecs.geometry import Geometry
 from bridge.endpoints import endpoint_spec, make_codec
 from bridge.endpoints.base import Address, Endpoint
 from bridge.endpoints.url import EndpointURL
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import ConfigError, DecodeError, EndpointError
 from bridge.frame import SpikeFrame
+from bridge.record import camera
 from bridge.record.config import endpoint_info
 from bridge.record.format import RecordingError
 from bridge.record.recorder import DEFAULT_MIN_FREE_BYTES, Recorder
 from bridge.record.resend import Resender
-from bridge.record.schedule import Player, Recording, Selection
+from bridge.record.schedule import Player, Selection
+
+log = logging.getLogger("spikebridge.file")
 
 BUFFER_BYTES = 4 << 20
 MAX_DATAGRAM = 65536
@@ -71,7 +81,17 @@ class FileEndpoint(Endpoint):
         "rotate_mb": "start a new file after this many MB (outputs)",
         "rotate_s": "start a new file after this many seconds (outputs)",
         "min_free_mb": "stop writing under this much free disk space (outputs; default 256)",
+        "width": "camera files: sensor width when the file's header has none",
+        "height": "camera files: sensor height when the file's header has none",
+        "layout": "camera files: id layout of (x, y, p), most significant first (default pyx)",
+        "polarity": "camera files: polarity written for layouts without p (default 1)",
+        "window_us": f"camera inputs: frame window in µs (default {camera.DEFAULT_WINDOW_US}; "
+                     "0: one frame per timestamp)",
+        "evt": "camera .raw files: EVT version (evt3, evt2, evt2.1; default evt3)",
     }
+    CAMERA_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"width", "height", "layout", "polarity", "window_us", "evt"})
+    SHARED_KEYS: ClassVar[frozenset[str]] = frozenset({"width", "height", "layout", "polarity"})
     takes_frames: ClassVar[bool] = True  # outputs accept ``send_frame`` without encoding
 
     def __init__(
@@ -81,7 +101,8 @@ class FileEndpoint(Endpoint):
         super().__init__(url, role, options)
         self.clock = clock
         in_keys = {"speed", "loop", "skip", "timing", "select", "spin_us"}
-        wrong = sorted(k for k in options if (k in in_keys) != (role == "in"))
+        wrong = sorted(k for k in options
+                       if k not in self.CAMERA_KEYS and (k in in_keys) != (role == "in"))
         if wrong:
             raise ConfigError(
                 f"{', '.join(wrong)} do(es) not apply to {'inputs' if role == 'in' else 'outputs'}",
@@ -93,12 +114,22 @@ class FileEndpoint(Endpoint):
         self.timing = _flag(url, "timing", options.get("timing", "1"))
         self.spin_ns = int(_float(url, "spin_us", options.get("spin_us", "0"), 0, 10_000) * 1000)
         self.select = tuple(s for s in options.get("select", "").split(",") if s)
+        cam_keys = sorted(self.CAMERA_KEYS & set(options))
+        # A .csv is camera events when it says so (t,x,y,on) or is given camera keys.
+        self.is_camera = camera.is_camera_path(url.target, writing=role == "out",
+                                               csv_events=bool(cam_keys))
+        if cam_keys and not self.is_camera:
+            raise ConfigError(f"{', '.join(cam_keys)} apply to event-camera files only "
+                              f"({', '.join(camera.SUFFIXES)})", key=str(url))
+        if "window_us" in options and role != "in":
+            raise ConfigError("window_us applies to inputs only", key=str(url))
+        self.camera_options = self._camera_options(url, options)
         self.rotate_bytes = int(_float(url, "rotate_mb", options.get("rotate_mb", "0"), 0, 1e9)
                                 * 1_000_000)
         self.rotate_s = _float(url, "rotate_s", options.get("rotate_s", "0"), 0, 1e9)
         min_free = options.get("min_free_mb", str(DEFAULT_MIN_FREE_BYTES / 1e6))
         self.min_free_bytes = int(_float(url, "min_free_mb", min_free, 0, 1e12) * 1_000_000)
-        self.recorder: Recorder | None = None
+        self.recorder: Recorder | camera.CameraRecorder | None = None
         self.player: Player | None = None
         self._codec: Any = None
         self._resender: Resender | None = None
@@ -111,6 +142,24 @@ class FileEndpoint(Endpoint):
         self._overflow = 0
         self.replay_error: str | None = None
 
+    @staticmethod
+    def _camera_options(url: EndpointURL, options: Mapping[str, str]) -> camera.CameraOptions:
+        def side(key: str) -> int | None:
+            text = options.get(key)
+            return None if text is None else int(_float(url, key, text, 1, 65536))
+        try:
+            return camera.CameraOptions(
+                width=side("width"), height=side("height"),
+                layout=options.get("layout", "pyx"),
+                polarity=int(_float(url, "polarity", options.get("polarity", "1"), 0, 1)),
+                window_us=int(_float(url, "window_us",
+                                     options.get("window_us", str(camera.DEFAULT_WINDOW_US)),
+                                     0, 1e9)),
+                evt_version=options.get("evt"),
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc), key=str(url)) from None
+
     # -- open ---------------------------------------------------------------------------
 
     def open(self) -> None:
@@ -119,6 +168,8 @@ class FileEndpoint(Endpoint):
         self._codec = make_codec(spec)
         if self.role == "in":
             self._open_replay(spec.format)
+        elif self.is_camera:
+            self._open_camera_recorder(spec)
         else:
             self.recorder = Recorder(
                 self.url.target, [endpoint_info(spec)], node=spec.source,
@@ -129,6 +180,26 @@ class FileEndpoint(Endpoint):
                 self.recorder.start()
             except OSError as exc:
                 raise EndpointError(f"{self.url}: cannot record: {exc}") from None
+
+    def _open_camera_recorder(self, spec: Any) -> None:
+        opts = self.camera_options
+        geo_src = self._codec if opts.width is None and hasattr(self._codec, "geometry") else None
+        try:
+            if geo_src is not None:
+                geo = geo_src.geometry
+            else:
+                geo = Geometry("file", spec.neurons, opts.width, opts.height,
+                                      opts.layout, opts.polarity)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (width= and height= on the file: URL)",
+                              key=str(self.url)) from None
+        target = camera.CameraTarget(Path(self.url.target), geo,
+                                     evt_version=opts.evt_version or "evt3")
+        recorder = self.recorder = camera.CameraRecorder(target)
+        try:
+            recorder.start()
+        except (OSError, camera.CameraError) as exc:
+            raise EndpointError(f"{self.url}: cannot record: {exc}") from None
 
     def _paths(self) -> list[str]:
         target = self.url.target
@@ -141,9 +212,11 @@ class FileEndpoint(Endpoint):
 
     def _open_replay(self, fmt: str) -> None:
         try:
-            recording = Recording(self._paths())
+            recording = camera.open_recording(self._paths(), self.camera_options)
         except OSError as exc:
             raise EndpointError(f"{self.url}: cannot read: {exc.strerror or exc}") from None
+        except camera.CameraError as exc:
+            raise ConfigError(str(exc), key=str(self.url)) from None
         except RecordingError as exc:
             raise EndpointError(f"{self.url}: {exc}") from None
         names = [ep.name for ep in recording.header.endpoints]
@@ -200,6 +273,11 @@ class FileEndpoint(Endpoint):
             player.run(send)
         except Exception as exc:  # a file that cannot be read on: reported, never raised
             self.replay_error = repr(exc)
+            log.error("%s: replay stopped: %s", self.url, exc)
+            return
+        for report in player.stats.reports:
+            if report.truncated_bytes or report.damaged:
+                log.warning("%s: %s", self.url, report.problems())
 
     # -- loop side ------------------------------------------------------------------------
 

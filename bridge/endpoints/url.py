@@ -16,15 +16,18 @@ GRAMMAR = """\
   udp://HOST:PORT[?KEYS]            unicast UDP (input: bind address; output: destination)
   mcast://GROUP:PORT[?KEYS]         IPv4 multicast (iface=, ttl=, loop=)
   serial:DEVICE-OR-PYSERIAL-URL[?KEYS]   e.g. serial:/dev/serial/by-id/...?baud=4000000&format=edvs
-  file:PATH.sbr[?KEYS]              a spikebridge recording
+  file:PATH.sbr[?KEYS]              a spikebridge recording (or .aedat4 .raw .dat .es .csv)
   loop://NAME[?KEYS]                in-process loopback, for tests
   spinnaker://LABEL[?KEYS]          a sPyNNaker population (notify=, tag=, board_port=, full_keys=)
   spif://HOST[:PORT][?KEYS]         a SPIF board's output stream (input; default port 3332)
+  dv+tcp://HOST:PORT[?KEYS]         iniVation DV / dv-processing network event stream (TCP)
+  dv+unix:///PATH[?KEYS]            the same over a Unix socket
 KEYS (all schemes): format=NAME  neurons=N  offset=N  allow=CIDR[,CIDR...]  key=FILE
                     source=NODE  name=LABEL"""
 
 COMMON_KEYS: dict[str, str] = {
-    "format": "wire format (legacy, native, eieio, spif; serial adds board, edvs)",
+    "format": "wire format (legacy, native, eieio, spif, t64_x16_y16_on8, t32_x16_y15_on1; "
+              "serial adds board, edvs)",
     "neurons": "population size of this endpoint",
     "offset": "first neuron of this endpoint in the merged input or the output population",
     "allow": "comma-separated CIDR allow-list of sender addresses (inputs)",
@@ -68,8 +71,9 @@ class EndpointURL:
         return host, num
 
 
-SCHEMES = ("udp", "mcast", "serial", "file", "loop", "spinnaker", "spif")
-SLASHED = ("udp", "mcast", "loop", "spinnaker", "spif")  # schemes written SCHEME://
+SCHEMES = ("udp", "mcast", "serial", "file", "loop", "spinnaker", "spif", "dv+tcp",
+           "dv+unix")
+SLASHED = ("udp", "mcast", "loop", "spinnaker", "spif", "dv+tcp", "dv+unix")  # SCHEME://
 
 
 def parse_url(text: str) -> EndpointURL:

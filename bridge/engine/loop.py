@@ -39,6 +39,7 @@ from bridge.engine.stats import BridgeStats, EndpointStats, Histogram
 from bridge.errors import REASON_INDEX, ConfigError, DecodeError, EndpointError
 from bridge.frame import IdArray, SpikeFrame
 from bridge.processors import Processor, processor_from_spec
+from bridge.processors.usercode import user_traceback
 
 log = logging.getLogger("spikebridge.loop")
 
@@ -154,7 +155,7 @@ class OutputPort:
         if self.rec is not None:
             self.recorder.record(now, self.rec, self.source, self.seq, codec.decode(data).ids,
                                  wall_ns)
-        datagrams = codec.reframe(data, self.source, self.seq, wall_ns)
+        datagrams = codec.relay_to(self.codec, data, self.source, self.seq, wall_ns)
         if len(datagrams) == 1:  # the common case, without the general loop's overhead
             self.seq += 1
             st = self.stats
@@ -834,16 +835,16 @@ class Bridge:
         assert self.processor is not None
         try:
             out = self.processor.step(ids, now)
-        except Exception:
+        except Exception as exc:
             self.stats.processor_errors += 1
             if self.config.on_error == "stop":
-                log.exception("processor %s failed; stopping (bridge.on_error = 'stop')",
-                              self.config.processor)
+                log.error("processor %s failed; stopping (bridge.on_error = 'stop')\n%s",
+                          self.config.processor, user_traceback(exc))
                 self.failure = f"processor {self.config.processor} raised"
                 self.request_stop()
             elif self.stats.processor_errors <= 10 or self.stats.processor_errors % 1000 == 0:
-                log.exception("processor %s failed (error %d); step skipped",
-                              self.config.processor, self.stats.processor_errors)
+                log.error("processor %s failed (error %d); step skipped\n%s",
+                          self.config.processor, self.stats.processor_errors, user_traceback(exc))
             return None
         if out.size and int(out.max()) >= self.output_size:
             self.stats.processor_errors += 1
@@ -969,8 +970,9 @@ class Bridge:
         if self.processor is not None:
             try:
                 self.processor.post_run()
-            except Exception:
-                log.exception("post-run hook of %s failed", self.config.processor)
+            except Exception as exc:
+                log.error("post-run hook of %s failed\n%s", self.config.processor,
+                          user_traceback(exc))
 
     def close(self) -> None:
         """Drain, flush the recorder, run the post-run hook, close everything; idempotent."""

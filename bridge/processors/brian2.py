@@ -28,6 +28,7 @@ import numpy as np
 from bridge.errors import ConfigError
 from bridge.frame import IdArray
 from bridge.processors.base import Processor
+from bridge.processors.usercode import check_call, user_traceback
 
 log = logging.getLogger("spikebridge.brian2")
 
@@ -331,6 +332,10 @@ class Brian2Processor(Processor):
         if not callable(builder):
             raise ConfigError(f"{path} defines no function {builder_name}(inputs, dt, params)",
                               key="processor")
+        check_call(builder, ("inputs", "dt", "params"), what="the builder", label=f"brian2:{arg}")
+        hook = getattr(module, "post_run", None)
+        if callable(hook):
+            check_call(hook, ("net", "run"), what="post_run", label=f"brian2:{arg}")
         return cls(module, builder, arg)
 
     def configure(self, settings: Any) -> None:
@@ -343,6 +348,22 @@ class Brian2Processor(Processor):
 
     # -- set-up (slow, outside the deadline schedule) -------------------------------------------
 
+    def preflight(self, *, inputs: int, dt_ns: int | None, params: Mapping[str, Any]) -> int | None:
+        """Build the network with the numpy target (nothing is compiled, no step runs), read
+        the output groups' sizes and drop it; ConfigError on anything ``setup`` would refuse.
+        """
+        b2 = self._prepare(inputs, dt_ns)
+        assert dt_ns is not None
+        saved = b2.prefs.codegen.target
+        # Building runs code (Synapses.connect): numpy code needs no compiler.
+        b2.prefs.codegen.target = "numpy"
+        try:
+            self._build(b2, inputs, dt_ns, params)
+            return self.output_size
+        finally:
+            b2.prefs.codegen.target = saved
+            self._drop()
+
     def setup(
         self,
         *,
@@ -352,11 +373,7 @@ class Brian2Processor(Processor):
         on_progress: Callable[[str], None] = lambda _msg: None,
     ) -> int:
         """Build the network, compile it and prepare the first run; return the output size."""
-        if dt_ns is None:
-            raise ConfigError("a brian2 processor needs stepped mode (a dt)", key="bridge.mode")
-        if inputs <= 0:
-            raise ConfigError("a brian2 processor needs at least one input neuron", key="input")
-        b2 = import_brian()
+        b2 = self._prepare(inputs, dt_ns)
         self._on_progress = on_progress
         cache_dir = self.settings.resolved_cache_dir()
         b2.prefs.codegen.target = self.settings.target
@@ -366,29 +383,56 @@ class Brian2Processor(Processor):
         except OSError as exc:
             raise ConfigError(f"cannot create {cache_dir!r}: {exc.strerror}",
                               key="brian2.cache_dir") from None
-        self._dt_s = dt_ns * 1e-9
-        dt = self._dt_s * b2.second
-        b2.defaultclock.dt = dt
+        assert dt_ns is not None
         on_progress(f"building {self.label}")
         with self._watching(cache_dir):
-            inp = self._input_group(b2, inputs)
-            try:
-                result, local_names = _call_keeping_locals(self.builder, inp, dt, dict(params))
-            except ConfigError:
-                raise
-            except Exception as exc:
-                raise ConfigError(f"{self.label}: the builder failed: {exc!r}",
-                                  key="processor") from exc
-            self._assemble(b2, inp, result, local_names)
-        self.output_size = sum(o.size for o in self._outputs)
-        if self.output_size == 0:
-            raise ConfigError(f"{self.label}: the output groups have no neurons", key="processor")
+            self._build(b2, inputs, dt_ns, params)
         self.begin_run()
         log.info("%s ready: %d inputs, %d outputs (%s), dt %.4g ms, %d code objects compiled, "
                  "%d from the cache %s", self.label, inputs, self.output_size,
                  ", ".join(g.name for g in self.output_groups), dt_ns / 1e6, len(self.compiled),
                  len(self.loaded), cache_dir)
         return self.output_size
+
+    def _prepare(self, inputs: int, dt_ns: int | None) -> ModuleType:
+        if dt_ns is None:
+            raise ConfigError("a brian2 processor needs stepped mode (a dt)", key="bridge.mode")
+        if inputs <= 0:
+            raise ConfigError("a brian2 processor needs at least one input neuron", key="input")
+        return import_brian()
+
+    def _build(self, b2: ModuleType, inputs: int, dt_ns: int, params: Mapping[str, Any]) -> None:
+        """Call the builder and assemble the network: what both preflight and setup do."""
+        self._dt_s = dt_ns * 1e-9
+        dt = self._dt_s * b2.second
+        b2.defaultclock.dt = dt
+        inp = self.input_group = self._input_group(b2, inputs)
+        try:
+            result, local_names = _call_keeping_locals(self.builder, inp, dt, dict(params))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"{self.label}: the builder failed:\n{user_traceback(exc)}",
+                              key="processor") from None
+        self._assemble(b2, inp, result, local_names)
+        self.output_size = sum(o.size for o in self._outputs)
+        if self.output_size == 0:
+            raise ConfigError(f"{self.label}: the output groups have no neurons", key="processor")
+
+    def _drop(self) -> None:
+        """Forget a network built by ``preflight`` (its objects are never run)."""
+        built = list(self.net.sorted_objects) if self.net is not None else []
+        if self.input_group is not None:
+            built.append(self.input_group)
+        for obj in built:  # Brian warns about objects deleted without a network that ran them
+            obj._network = self.net.id if self.net is not None else "spikebridge preflight"
+        self.net = None
+        self.input_group = None
+        self.output_groups = []
+        self._outputs = []
+        self._namespace = {}
+        self._in_space = None
+        self._clock = None
 
     @contextlib.contextmanager
     def _watching(self, cache_dir: str) -> Iterator[None]:

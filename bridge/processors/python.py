@@ -3,7 +3,9 @@
 MODULE is a dotted module name or a path to a .py file, named only in the config or on the
 command line, never taken from the wire. FUNCTION(ids) gets a uint32 array of merged input
 ids and returns the output ids (any integer sequence). An optional ``setup(inputs, params)``
-in the same module returns the output population size (default: the input size).
+in the same module returns the output population size (default: the input size); an optional
+``post_run()`` runs after each run. These signatures are checked when the spec is loaded
+(docs/processors.md), so a function that cannot be called so is refused before anything runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 from bridge.errors import ConfigError
 from bridge.frame import IdArray
 from bridge.processors.base import Processor
+from bridge.processors.usercode import check_call, user_traceback
 
 GRAMMAR = "python:MODULE:FUNCTION or python:PATH/TO/FILE.py:FUNCTION"
 
@@ -40,12 +43,19 @@ def load_module(name: str) -> ModuleType:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise ConfigError(f"{name} failed to load: {exc!r}", key="processor") from exc
+            sys.modules.pop(mod_name, None)
+            raise ConfigError(f"{name} failed to load:\n{user_traceback(exc)}",
+                              key="processor") from None
         return module
     try:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ConfigError(f"cannot import {name!r}: {exc}", key="processor") from None
+    except ValueError as exc:  # importlib's own refusal of the name ("Empty module name")
+        raise ConfigError(f"cannot import {name!r}: {exc}", key="processor") from None
+    except Exception as exc:
+        raise ConfigError(f"{name} failed to load:\n{user_traceback(exc)}",
+                          key="processor") from None
 
 
 class PythonProcessor(Processor):
@@ -69,7 +79,16 @@ class PythonProcessor(Processor):
         function = getattr(module, func_name, None)
         if not callable(function):
             raise ConfigError(f"{module_name} has no function {func_name!r}", key="processor")
+        check_call(function, ("ids",), what="the step function", label=f"python:{arg}")
+        for hook, args in (("setup", ("inputs", "params")), ("post_run", ())):
+            fn = getattr(module, hook, None)
+            if callable(fn):
+                check_call(fn, args, what=hook, label=f"python:{arg}")
         return cls(function, module, arg)
+
+    def preflight(self, *, inputs: int, dt_ns: int | None, params: Mapping[str, Any]) -> int | None:
+        """The input size, or None when the module's ``setup`` decides (it runs at setup)."""
+        return None if callable(getattr(self.module, "setup", None)) else inputs
 
     def setup(
         self,
@@ -83,7 +102,11 @@ class PythonProcessor(Processor):
         size = inputs
         hook = getattr(self.module, "setup", None)
         if callable(hook):
-            got = hook(inputs, dict(params))
+            try:
+                got = hook(inputs, dict(params))
+            except Exception as exc:
+                raise ConfigError(f"{self.label}: setup() failed:\n{user_traceback(exc)}",
+                                  key="processor") from None
             if got is not None:
                 if not isinstance(got, int) or got <= 0:
                     raise ConfigError(f"{self.label}: setup() must return a positive int or "

@@ -22,6 +22,10 @@ class RelayProcessor(Processor):
             raise ConfigError(f"relay takes no argument, got {arg!r}", key="processor")
         return cls()
 
+    def preflight(self, *, inputs: int, dt_ns: int | None, params: Mapping[str, Any]) -> int | None:
+        """The output population is the merged input."""
+        return inputs
+
     def setup(
         self,
         *,

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bridge import __version__
+from bridge.record import camera
 from bridge.record.format import (
     EndpointInfo,
     Header,
@@ -39,7 +40,7 @@ from bridge.tools import ArgumentParser, add_dt, error
 
 PROG = "spikebridge convert"
 CSV_COLUMNS = ("time_s", "endpoint", "source", "seq", "neuron")
-SUFFIXES = (".sbr", ".csv", ".npz")
+SUFFIXES = (".sbr", ".csv", ".npz", *(k for k in camera.SUFFIXES if k != ".csv"))
 
 
 class ConvertError(Exception):
@@ -322,14 +323,16 @@ def write_any(table: SpikeTable, path: str | os.PathLike[str], **kw: Any) -> int
 
 
 def main(argv: Sequence[str]) -> int:
-    """Convert IN to OUT by their suffixes; exit 0, 1 on unreadable input, 2 on bad arguments."""
+    """Convert IN to OUT by their suffixes; exit 0, 1 when writing fails, 2 on a bad argument
+    or a bad input file."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
         epilog="examples: spikebridge convert run.sbr run.npz --dt 0.1 | "
                "spikebridge convert monitor.npz stimulus.sbr --neurons 100",
     )
-    parser.add_argument("input", help="a .sbr, .csv or .npz file")
-    parser.add_argument("output", help="the file to create (.sbr, .csv or .npz; never overwritten)")
+    parser.add_argument("input", help="a .sbr, .csv or .npz file, or an event-camera file "
+                                      "(.aedat4, .raw, .dat, .es)")
+    parser.add_argument("output", help="the file to create (same suffixes; never overwritten)")
     parser.add_argument("--local-ids", action="store_true",
                         help=".npz indices as received, without each endpoint's offset")
     add_dt(parser, ".npz: snap times to a dt grid and drop repeats within a step "
@@ -340,6 +343,10 @@ def main(argv: Sequence[str]) -> int:
                         help="population size for input without one (default: max id + 1)")
     parser.add_argument("--source", type=int, default=0,
                         help="source node for input without one")
+    parser.add_argument("--camera-csv", action="store_true",
+                        help="a .csv output holds camera events (t,x,y,on, as Faery writes) "
+                             "instead of one row per spike")
+    camera.add_camera_arguments(parser, window_default=0)
     args = parser.parse_args(argv)
     src, dst = Path(args.input), Path(args.output)
     for p in (src, dst):
@@ -351,6 +358,14 @@ def main(argv: Sequence[str]) -> int:
         return error(PROG, "--neurons must be >= 0 and --source in 0..2**32-1")
     if args.dt_ms is not None and (not args.dt_ms > 0 or dst.suffix.lower() != ".npz"):
         return error(PROG, "--dt must be > 0 and applies to .npz output")
+    try:
+        cam = camera.camera_options(args, args.neurons)
+    except ValueError as exc:
+        return error(PROG, str(exc))
+    if camera.is_camera_path(src) or camera.is_camera_path(dst, writing=True,
+                                                           csv_events=args.camera_csv):
+        return camera.convert(src, dst, cam, prog=PROG, local_ids=args.local_ids,
+                              csv_events=args.camera_csv)
     kw: dict[str, Any] = {}
     if src.suffix.lower() != ".sbr":
         kw = {"name": args.name, "neurons": args.neurons, "source": args.source,
@@ -359,9 +374,9 @@ def main(argv: Sequence[str]) -> int:
         table = read_any(src, **kw)
     except OSError as exc:
         return error(PROG, f"cannot read {src}: {exc.strerror}")
-    except (RecordingError, ConvertError) as exc:
+    except (RecordingError, ConvertError) as exc:  # a bad input file: exit 2
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     for path, report in zip(table.paths, table.reports, strict=False):
         if report.truncated_bytes or report.damaged:
             print(f"{PROG}: warning: {path}: {report.problems()}", file=sys.stderr)

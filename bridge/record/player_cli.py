@@ -18,10 +18,11 @@ from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import ConfigError, EndpointError
 from bridge.frame import SpikeFrame
+from bridge.record.camera import CameraError, add_camera_arguments, camera_options, open_recording
 from bridge.record.format import RecordingError
 from bridge.record.progress import ProgressLine
 from bridge.record.resend import Resender
-from bridge.record.schedule import Player, PlayStats, Recording, Selection
+from bridge.record.schedule import Player, PlayStats, Selection
 from bridge.tools import ArgumentParser, error
 
 PROG = "spikebridge replay"
@@ -49,8 +50,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     """Replay to the end (or forever with --loop) or until Ctrl-C; returns the exit code."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__, usage=f"{PROG} [options] FILE [FILE...] URL",
-        epilog="example: spikebridge replay run.sbr 'udp://127.0.0.1:5000?format=native' "
-               "--speed 2 --endpoint in0",
+        epilog="examples: spikebridge replay run.sbr 'udp://127.0.0.1:5000?format=native' "
+               "--speed 2 --endpoint in0 | spikebridge replay rec.aedat4 "
+               "'udp://127.0.0.1:5000?format=spif&width=640&height=480'",
     )
     parser.add_argument("items", nargs="+", metavar="FILE [FILE...] URL",
                         help="the recording (or its rotated segments), then the endpoint URL")
@@ -73,6 +75,7 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     shown.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     shown.add_argument("--progress", action="store_true",
                        help="progress line even when stderr is not a terminal")
+    add_camera_arguments(parser)
     args = parser.parse_args(argv)
     if len(args.items) < 2:
         return error(PROG, "give the recording FILE and then the endpoint URL")
@@ -80,7 +83,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     if not args.speed > 0 or args.skip < 0 or args.spin_us < 0:
         return error(PROG, "--speed must be > 0; --skip and --spin-us must be >= 0")
     try:
-        recording = Recording(paths)
+        recording = open_recording(paths, camera_options(args))
+    except ValueError as exc:
+        return error(PROG, str(exc))
     except OSError as exc:
         return error(PROG, f"cannot read {exc.filename}: {exc.strerror}")
     except RecordingError as exc:
@@ -97,9 +102,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         ep = open_endpoint(spec)
     except ConfigError as exc:
         return error(PROG, str(exc))
-    except EndpointError as exc:
+    except EndpointError as exc:  # a port in use, a missing device: exit 2 like run
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     player = Player(
         recording,
         selection=Selection(args.endpoint, args.source, int(args.skip * 1e9)),
@@ -137,6 +142,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     except EndpointError as exc:
         print(f"\n{PROG}: {exc}", file=sys.stderr)
         return 1
+    except CameraError as exc:
+        return error(PROG, str(exc))
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

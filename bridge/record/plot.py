@@ -21,7 +21,23 @@ from bridge.record.sbrfile import SpikeTable, load_table
 from bridge.tools import ArgumentParser, error
 
 PROG = "spikebridge plot"
+EXTRA_HINT = "pip install 'spikebridge[plot]'"
 MAX_MARKERS = 2_000_000  # beyond this the raster is thinned evenly (and the title says so)
+MAX_BINS = 1_000_000  # rate bins: far more than any image has pixels across
+
+
+class PlotRangeError(ValueError):
+    """The options ask for a plot that cannot be drawn (a bad argument, not a failure)."""
+
+
+def image_formats() -> list[str]:
+    """The image suffixes matplotlib writes; ImportError naming the extra when it is absent."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError as exc:
+        raise ImportError(f"plotting needs matplotlib, which is not installed ({exc}); "
+                          f"{EXTRA_HINT}") from None
+    return sorted(FigureCanvasBase.get_supported_filetypes())
 
 
 def plot_table(
@@ -92,6 +108,10 @@ def plot_table(
                       markerscale=3, frameon=False)
 
     rate_ax: Any = axs[-1]
+    if (hi - lo) / bin_s > MAX_BINS:
+        plt.close(fig)
+        raise PlotRangeError(f"--bin-ms {bin_s * 1e3:g} makes {(hi - lo) / bin_s:.3g} rate bins "
+                             f"over {hi - lo:g} s; at most {MAX_BINS} are drawn")
     edges = np.arange(lo, hi + bin_s, bin_s)
     if len(edges) < 2:
         edges = np.array([lo, lo + bin_s])
@@ -118,7 +138,7 @@ def plot_table(
 
 
 def main(argv: Sequence[str]) -> int:
-    """Draw the plot; exit 0, 1 when the file cannot be read or drawn, 2 for bad arguments."""
+    """Draw the plot; exit 0, 1 when drawing fails, 2 for bad arguments or a bad file."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
         epilog="example: spikebridge plot run.sbr -o raster.png --bin-ms 5 --start 10 --end 20",
@@ -143,6 +163,14 @@ def main(argv: Sequence[str]) -> int:
     if args.start is not None and args.end is not None and args.end <= args.start:
         return error(PROG, "--end must be after --start")
     try:
+        formats = image_formats()
+    except ImportError as exc:
+        return error(PROG, str(exc))
+    suffix = os.path.splitext(args.output)[1].lower().lstrip(".")
+    if suffix not in formats:
+        return error(PROG, f"-o {args.output}: unknown image type {suffix or '(no suffix)'!r}; "
+                           f"matplotlib writes {', '.join(formats)}")
+    try:
         table = load_table(args.files)
     except OSError as exc:
         return error(PROG, f"cannot read {exc.filename}: {exc.strerror}")
@@ -156,6 +184,8 @@ def main(argv: Sequence[str]) -> int:
         )
     except KeyError as exc:
         return error(PROG, str(exc.args[0]))
+    except PlotRangeError as exc:
+        return error(PROG, str(exc))
     except (OSError, ValueError) as exc:
         print(f"{PROG}: cannot draw {args.output}: {exc}", file=sys.stderr)
         return 1

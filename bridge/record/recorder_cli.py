@@ -17,6 +17,7 @@ from pathlib import Path
 from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.errors import ConfigError, EndpointError
+from bridge.record import camera
 from bridge.record.config import endpoint_info
 from bridge.record.intake import Intake
 from bridge.record.progress import ProgressLine, human_rate
@@ -34,7 +35,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
                "--duration 60",
     )
     parser.add_argument("url", help="endpoint URL to receive on (udp://, mcast://, serial:, ...)")
-    parser.add_argument("file", help="the .sbr file to create (never overwritten)")
+    parser.add_argument("file", help="the file to create (never overwritten): .sbr, or an "
+                                     "event-camera file (.aedat4, .raw, .dat, .es, .csv)")
     add_duration(parser, "stop after SECONDS (default: until Ctrl-C)", default=0.0, old=())
     parser.add_argument("--count", type=int, default=0, metavar="N",
                         help="stop after N frames (default: no limit)")
@@ -48,6 +50,7 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     shown.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     shown.add_argument("--progress", action="store_true",
                        help="progress line even when stderr is not a terminal")
+    camera.add_camera_arguments(parser, window=False)
     args = parser.parse_args(argv)
     if args.duration < 0 or args.count < 0 or args.rotate_mb < 0 or args.rotate_s < 0:
         return error(PROG, "--duration, --count, --rotate-mb and --rotate-s must be >= 0")
@@ -56,24 +59,31 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     try:
         spec = endpoint_spec(args.url, "in")
         codec = make_codec(spec)
-        recorder = Recorder(
-            args.file, [endpoint_info(spec)], node=spec.source,
-            rotate_bytes=int(args.rotate_mb * 1e6), rotate_seconds=args.rotate_s,
-            min_free_bytes=int(args.min_free_mb * 1e6), clock=clock,
-            extra={"recorded_by": PROG},
-        )
+        recorder: Recorder | camera.CameraRecorder
+        if camera.is_camera_path(args.file, writing=True, csv_events=True):
+            if args.rotate_mb or args.rotate_s:
+                return error(PROG, "--rotate-mb and --rotate-s apply to .sbr recordings")
+            recorder = camera.recorder_for(args.file, codec, spec.neurons,
+                                           camera.camera_options(args, spec.neurons))
+        else:
+            recorder = Recorder(
+                args.file, [endpoint_info(spec)], node=spec.source,
+                rotate_bytes=int(args.rotate_mb * 1e6), rotate_seconds=args.rotate_s,
+                min_free_bytes=int(args.min_free_mb * 1e6), clock=clock,
+                extra={"recorded_by": PROG},
+            )
         ep = open_endpoint(spec)
     except (ConfigError, ValueError) as exc:
         return error(PROG, str(exc))
-    except EndpointError as exc:
+    except EndpointError as exc:  # a port in use, a missing device: exit 2 like run
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     try:
         recorder.start()
-    except OSError as exc:
+    except (OSError, camera.CameraError) as exc:
         ep.close()
         print(f"{PROG}: cannot record to {args.file}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     stop = False
 
     def on_signal(_sig: int, _frm: object) -> None:
@@ -105,7 +115,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
             now = clock.monotonic_ns()  # one reading per wake-up, as the daemon's loop does
             if ready:
                 for frame in intake.frames():
-                    recorder.record(now, 0, frame.source, frame.seq, frame.ids, frame.t_sent_ns)
+                    recorder.record(clock.monotonic_ns(), 0, frame.source, frame.seq, frame.ids,
+                                    frame.t_sent_ns)
                     frames += 1
                     spikes += len(frame.ids)
             progress.update(now, line(now))
@@ -122,6 +133,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         recorder.close()
         progress.close(line(clock.monotonic_ns()))
     lost = recorder.dropped_frames + recorder.lost_frames
+    if isinstance(recorder, camera.CameraRecorder) and recorder.error:
+        print(f"{PROG}: cannot write {args.file}: {recorder.error}", file=sys.stderr)
     if lost:
         print(f"{PROG}: warning: {lost} frame(s) could not be written (see the gap records)",
               file=sys.stderr)

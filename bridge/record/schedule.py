@@ -12,6 +12,7 @@ import os
 from array import array
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.stats import Histogram
@@ -140,12 +141,31 @@ class Recording:
         return [r.report for r in self.readers]
 
 
+class Playable(Protocol):
+    """What a Player reads: a Recording, or a camera file (bridge.record.camera)."""
+
+    end_ns: int | None
+
+    @property
+    def header(self) -> Header:
+        """The recording's header."""
+        ...
+
+    def frames(self, sel: Selection) -> Iterator[tuple[int, int, SpikeFrame]]:
+        """(t_ns, endpoint index, frame) of the selected frames, in time order."""
+        ...
+
+    def reports(self) -> list[ReadReport]:
+        """The read reports of the last pass."""
+        ...
+
+
 class Player:
     """Replays a recording through ``send(endpoint_index, frame)`` on an absolute schedule."""
 
     def __init__(
         self,
-        recording: Recording,
+        recording: Playable,
         *,
         selection: Selection | None = None,
         speed: float = 1.0,

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -174,6 +175,18 @@ def render_metrics(now: Scrape, before: Scrape | None, dt_s: float, source: str)
     return lines
 
 
+def check_metrics_url(url: str) -> str:
+    """``url`` when it is an http(s)://HOST[:PORT]/PATH URL; ConfigError naming it otherwise."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError as exc:
+        raise ConfigError(f"not a URL: {exc}", key=f"--metrics {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("expected http://HOST:PORT/metrics", key=f"--metrics {url!r}")
+    return url
+
+
 def scrape(url: str, timeout: float = 2.0) -> Scrape:
     """GET and parse ``url``; OSError or ValueError when it fails."""
     if not url.startswith(("http://", "https://")):
@@ -298,6 +311,8 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
     watch: EndpointWatch | None = None
     sel = selectors.DefaultSelector()
     try:
+        if metrics_url is not None:
+            check_metrics_url(metrics_url)
         if args.target is not None:
             is_url = args.target.partition(":")[0] in SCHEMES
             if is_url:
@@ -309,9 +324,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
                 metrics_url = _metrics_url_from_config(args.target)
     except ConfigError as exc:
         return error(PROG, str(exc))
-    except EndpointError as exc:
+    except EndpointError as exc:  # a port in use, a missing device: exit 2 like run
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return 2
     stop = False
 
     def on_signal(_sig: int, _frm: object) -> None:
@@ -325,6 +340,7 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
     last_ns = clock.monotonic_ns()
     next_ns = last_ns + interval_ns
     shown = 0
+    failed = False  # the last scrape failed: the exit code is 1
     get: Callable[[str], Scrape] = scrape
     try:
         while not stop:
@@ -348,7 +364,13 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
                     current = get(metrics_url)
                     lines += render_metrics(current, last_scrape, dt_s, metrics_url)
                     last_scrape = current
+                    failed = False
                 except (OSError, ValueError, urllib.error.URLError) as exc:
+                    failed = True
+                    if last_scrape is None:  # never reached: no daemon there, or not its page
+                        print(f"{PROG}: cannot read {metrics_url}: {exc} (is the daemon "
+                              "running with [metrics] listen?)", file=sys.stderr)
+                        return 1
                     lines.append(f"cannot read {metrics_url}: {exc}")
             _draw(out, lines, tty)
             shown += 1
@@ -360,4 +382,4 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
         sel.close()
         if watch is not None:
             watch.intake.ep.close()
-    return 0
+    return 1 if failed else 0

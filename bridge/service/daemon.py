@@ -24,12 +24,19 @@ from types import FrameType, MappingProxyType
 
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from bridge.config import BridgeConfig, config_from_flags, load_config
+from bridge.config import (
+    CLI_SOURCE,
+    BridgeConfig,
+    config_from_flags,
+    describe_change,
+    load_config,
+)
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.loop import Bridge
 from bridge.engine.realtime import RealtimeRefused
 from bridge.engine.stats import BridgeStats
 from bridge.errors import ConfigError, EndpointError
+from bridge.preflight import preflight
 from bridge.processors import SPEC_GRAMMAR
 from bridge.service import logs, metrics
 from bridge.service.heartbeat import Heartbeat
@@ -180,7 +187,7 @@ class Reloader:
 
     def _apply(self) -> None:
         old = self.cfg
-        if not os.path.isfile(old.source):
+        if old.source == CLI_SOURCE:
             log.info("reload: started from --in/--out, there is no config file to re-read")
             return
         try:
@@ -191,7 +198,7 @@ class Reloader:
         watchdog = _watchdog_config(new)
         self._heartbeat.watchdog = watchdog.policy(self._usec) if self._usec else None
         self.cfg = replace(old, sections=MappingProxyType({**old.sections, "watchdog": watchdog}))
-        log.info("reload: applied [watchdog] %s", watchdog)
+        log.info("reload: applied [watchdog] %s", describe_watchdog(watchdog))
         if self._bridge is not None:
             changed = self._bridge.reconfigure(new)
             log.info("reload: applied allow-lists, auth keys, source filters, max_age_ms, "
@@ -202,8 +209,15 @@ class Reloader:
                            old, f.name)]
         changed += [f"[{name}]" for name in sorted(set(new.sections) | set(old.sections))
                     if name != "watchdog" and new.section(name) != old.section(name)]
+        changed = [describe_change(name, old, new) for name in changed]
         if changed:
-            log.warning("reload: %s changed; restart the service to apply", ", ".join(changed))
+            log.warning("reload: restart the service to apply: %s", "; ".join(changed))
+
+
+def describe_watchdog(w: WatchdogConfig) -> str:
+    """A [watchdog] section as its config keys: ``stall_ms = 50, max_misses = 3, ...``."""
+    window = "the watchdog period" if w.window_ns is None else f"{w.window_ns / 1e9:g}"
+    return f"stall_ms = {w.stall_ns / 1e6:g}, max_misses = {w.max_misses}, window_s = {window}"
 
 
 def _watchdog_config(cfg: BridgeConfig) -> WatchdogConfig:
@@ -240,6 +254,11 @@ def run(
 
     ``environ`` None means the process environment (NOTIFY_SOCKET, WATCHDOG_USEC/_PID).
     """
+    try:
+        preflight(cfg)  # what check refuses, refused before a socket is opened or code compiled
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
     env = os.environ if environ is None else environ
     notifier = Notifier(environ)
     stats = BridgeStats(cfg.miss_ns)

@@ -6,9 +6,21 @@ Each is a thin ``main(argv) -> int``; the logic they drive lives in the library 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from typing import Any
+
+
+def finite_float(text: str) -> float:
+    """argparse type for numbers: a float, refusing nan and inf (exit 2 naming the option)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -41,7 +53,8 @@ class RawHelpFormatter(HelpFormatter):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention).
+    """argparse that exits 2 with ``spikebridge CMD: error: ...`` (argparse's own convention);
+    ``type=float`` options refuse nan and inf.
 
     Every command uses it, so every --help shows defaults and keeps its example lines as
     written (RawHelpFormatter unless a command picks another).
@@ -51,6 +64,7 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", RawHelpFormatter)
         kwargs.setdefault("conflict_handler", "resolve")  # a command's own -q/--log-level wins
         super().__init__(*args, **kwargs)
+        self.register("type", float, finite_float)
         if self.add_help:
             add_logging(self)
 

@@ -1,10 +1,18 @@
-"""``spikebridge check CONFIG.toml``: validate a config without opening anything."""
+"""``spikebridge check CONFIG.toml``: refuse what ``run`` would refuse, without opening anything.
+
+It validates every key, then runs the same pre-flight checks ``run`` makes before it opens an
+endpoint (bridge.preflight): output nodes per format, the processor's file, function and call
+signature, the optional package it needs, and (Brian2) the network built without compiling,
+its output population against every output's slice. It never opens a socket or a device and
+never compiles.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
-from bridge.config import load_config
+from bridge.config import load_config, resolve_outputs, unresolved
 from bridge.endpoints import EndpointSpec
 from bridge.errors import ConfigError
 from bridge.tools import ArgumentParser, error
@@ -38,11 +46,19 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config)
+        from bridge.preflight import preflight
+
+        plan = preflight(cfg)
+        if plan.outputs is not None and unresolved(cfg):  # sized by the built network
+            cfg = replace(cfg, outputs=resolve_outputs(cfg.outputs, plan.outputs))
     except ConfigError as exc:
         return error("spikebridge check", str(exc))
     if not args.quiet:
         mode = f"stepped dt={cfg.dt_ns / 1e6:g} ms" if cfg.mode == "stepped" else "relay"
-        print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor}")
+        outs = ("the outputs sized by its setup()" if plan.outputs is None
+                else f"{plan.outputs} outputs")
+        print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor} "
+              f"({plan.inputs} inputs, {outs})")
         for spec in (*cfg.inputs, *cfg.outputs):
             print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  {population(spec)}")
         if cfg.metrics.listen:

@@ -161,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = "spikebridge demo"
-    if args.seconds < 0 or args.rate <= 0 or args.dt <= 0:
+    if not (args.seconds >= 0 and args.rate > 0 and args.dt > 0):
         return error(prog, "--duration must be >= 0, --rate and --dt > 0")
     motor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     motor.bind(("127.0.0.1", 0))

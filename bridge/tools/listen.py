@@ -68,6 +68,7 @@ def main(argv: Sequence[str]) -> int:
     except (ConfigError, EndpointError) as exc:
         return error(prog, str(exc))
     stop = StopFlag()
+    failed = False
     print(f"listening on {ep.describe()}", file=sys.stderr, flush=True)
     sel = selectors.DefaultSelector()
     sel.register(ep.fileno(), selectors.EVENT_READ)
@@ -86,9 +87,9 @@ def main(argv: Sequence[str]) -> int:
             while not args.count or count < args.count:
                 try:
                     got = ep.recv()
-                except EndpointError as exc:
+                except EndpointError as exc:  # lost while receiving: a runtime failure
                     print(f"{prog}: {exc}", file=sys.stderr)
-                    stop.set = True
+                    stop.set = failed = True
                     break
                 if got is None:
                     break
@@ -121,4 +122,4 @@ def main(argv: Sequence[str]) -> int:
         summary += "; dropped: " + ", ".join(f"{r}={n}" for r, n in sorted(drops.items()))
     if not args.quiet:
         print(summary, file=sys.stderr)
-    return 0
+    return 1 if failed else 0

@@ -94,3 +94,18 @@ def test_check_prints_every_resolved_population(tmp_path: Path,
     assert "neurons 0..99 (100, neurons=)" in out
     assert "neurons 0..127 (128, from the sensor geometry)" in out
     assert "neurons 10..127 (118, the rest of the output population from its offset)" in out
+
+
+def test_check_sizes_a_brian2_output_from_the_built_network(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("brian2")
+    path = tmp_path / "c.toml"
+    reflex = Path(__file__).resolve().parents[2] / "examples" / "reflex.py"
+    path.write_text(f'[bridge]\nprocessor = "brian2:{reflex}"\ndt_ms = 1.0\n'
+                    '[[input]]\nurl = "udp://127.0.0.1:1?neurons=64"\n'
+                    '[[output]]\nurl = "udp://127.0.0.1:2?offset=1"\n')
+    assert cli_main(["check", str(path)]) == 0
+    assert "neurons 1..1 (1, the rest of the output population" in capsys.readouterr().out
+    path.write_text(path.read_text().replace("offset=1", "offset=2"))
+    assert cli_main(["check", str(path)]) == 2
+    assert "offset=2 leaves nothing of the processor's output" in capsys.readouterr().err

@@ -16,9 +16,17 @@ from bridge.tools.check import main as check
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
-def test_example_config_passes_check(capsys) -> None:
-    assert check([str(DEPLOY / "spikebridge.toml")]) == 0
-    assert "ok:" in capsys.readouterr().out
+def test_example_config_passes_check(capsys, tmp_path) -> None:
+    pytest.importorskip("brian2")
+    # As shipped it names the network at its installed path; check refuses it until then.
+    assert check([str(DEPLOY / "spikebridge.toml")]) == 2
+    assert "no such file '/etc/spikebridge/network.py'" in capsys.readouterr().err
+    # Installed beside deploy/network.py, it passes: the network fits every output's slice.
+    text = (DEPLOY / "spikebridge.toml").read_text()
+    (tmp_path / "spikebridge.toml").write_text(
+        text.replace("/etc/spikebridge/network.py", str(DEPLOY / "network.py")))
+    assert check([str(tmp_path / "spikebridge.toml")]) == 0
+    assert "17384 inputs, 100 outputs" in capsys.readouterr().out
     cfg = load_config(str(DEPLOY / "spikebridge.toml"))
     assert cfg.metrics.listen == ("127.0.0.1", 9877)   # loopback unless the operator says so
     assert isinstance(cfg.section("watchdog"), WatchdogConfig)

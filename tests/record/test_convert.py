@@ -110,18 +110,19 @@ def test_seconds_parse_exactly(text: str, ns: int) -> None:
 
 
 def test_bad_input_is_reported(tmp_path: Path, sample_sbr: Path) -> None:
+    # a bad input file is bad usage: exit 2 (docs/cli.md)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("time_s,neuron\n0.1,x\n")
-    assert main([str(bad_csv), str(tmp_path / "o.sbr")]) == 1
+    assert main([str(bad_csv), str(tmp_path / "o.sbr")]) == 2
     no_col = tmp_path / "nocol.csv"
     no_col.write_text("t,id\n0.1,1\n")
-    assert main([str(no_col), str(tmp_path / "o.sbr")]) == 1
+    assert main([str(no_col), str(tmp_path / "o.sbr")]) == 2
     npz = tmp_path / "x.npz"
     np.savez(npz, foo=np.arange(3))
-    assert main([str(npz), str(tmp_path / "o.sbr")]) == 1
+    assert main([str(npz), str(tmp_path / "o.sbr")]) == 2
     neg = tmp_path / "neg.npz"
     np.savez(neg, indices=np.array([-1]), times=np.array([0.0]))
-    assert main([str(neg), str(tmp_path / "o.sbr")]) == 1
+    assert main([str(neg), str(tmp_path / "o.sbr")]) == 2
     assert not (tmp_path / "o.sbr").exists()
 
 

@@ -282,7 +282,7 @@ def test_reload_applies_the_watchdog_section_and_names_what_needs_a_restart(
     assert beat.watchdog is not None and beat.watchdog.max_misses == 50
     assert sent[0] == "RELOADING=1\nMONOTONIC_USEC=7000000"
     assert sent[-1].startswith("READY=1\nSTATUS=")
-    assert "reload: dt_ns changed; restart the service to apply" in caplog.text
+    assert "reload: restart the service to apply: bridge.dt_ms 1 -> 2" in caplog.text
 
     caplog.clear()
     path.write_text(base + "[bridge]\ndt_ms = -1\n")
