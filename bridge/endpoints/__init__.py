@@ -247,13 +247,16 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
 def _sensor_sized(spec: EndpointSpec, fmt_cls: Any) -> EndpointSpec:
     """``spec`` without neurons=: sized from the format's sensor geometry where it has one.
 
-    Formats with a geometry (eDVS, spif, ...) expose ``sensor_neurons`` on the codec. Other
+    Formats with a geometry expose it on the codec: ``sensor_neurons`` (eDVS) or
+    ``geometry.size`` (spif and Faery's UDP layouts). Other
     formats are validated with a placeholder population of one; the spec keeps ``neurons`` 0
     and ``sized_by`` "" for the config to resolve (an output) or refuse (an input).
     """
     if not getattr(fmt_cls, "needs_neurons", True):
         codec = make_codec(spec)
         size = getattr(codec, "sensor_neurons", None)
+        if size is None:  # the event-camera layouts (bridge/codecs/geometry.py)
+            size = getattr(getattr(codec, "geometry", None), "size", None)
         if isinstance(size, int) and size > 0:
             from dataclasses import replace
 

@@ -42,6 +42,8 @@ def test_an_input_without_neurons_is_refused_saying_why() -> None:
     ("serial:/dev/ttyUSB0?format=edvs&polarity=merge", 128 * 128),
     ("udp://127.0.0.1:1?format=spif&width=640&height=480", 640 * 480 * 2),
     ("udp://127.0.0.1:1?format=spif&width=640&height=480&layout=yx", 640 * 480),
+    ("udp://127.0.0.1:1?format=t64_x16_y16_on8&width=346&height=260", 346 * 260 * 2),
+    ("udp://127.0.0.1:1?format=t32_x16_y15_on1&width=64&height=48", 64 * 48 * 2),
 ])
 def test_a_sensor_input_takes_its_population_from_the_geometry(url: str, neurons: int) -> None:
     cfg = build_config({"input": [url]})
