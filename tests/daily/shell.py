@@ -32,6 +32,7 @@ from pathlib import Path
 from bridge.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
+ANY_HOSTPORT = re.compile(r"(?<![\w.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost):(\d{2,5})\b")
 HOSTPORT = re.compile(r"(?<![\w.])(127\.0\.0\.1|0\.0\.0\.0|localhost):(\d{2,5})\b")
 FOREIGN = re.compile(r"(?<![\w.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}):\d+")
 LONG = {"run", "listen", "emulate", "top", "demo", "replay", "record"}
@@ -54,17 +55,23 @@ def free_port() -> int:
 
 
 class PortMap:
-    """Each documented port -> one free port, the same wherever it appears."""
+    """Each documented port -> one free port, the same wherever it appears.
 
-    def __init__(self) -> None:
+    With ``loopback_all`` every IPv4 host (a documented peer at 10.0.0.2, a bind on 0.0.0.0)
+    becomes 127.0.0.1 too, so that nothing is sent off this machine.
+    """
+
+    def __init__(self, loopback_all: bool = False) -> None:
         self.ports: dict[str, int] = {}
+        self.loopback_all = loopback_all
 
     def rewrite(self, text: str) -> str:
         def sub(m: re.Match[str]) -> str:
             new = self.ports.setdefault(m.group(2), free_port())
-            return f"{m.group(1)}:{new}"
+            host = "127.0.0.1" if self.loopback_all else m.group(1)
+            return f"{host}:{new}"
 
-        return HOSTPORT.sub(sub, text)
+        return (ANY_HOSTPORT if self.loopback_all else HOSTPORT).sub(sub, text)
 
 
 def logical_lines(text: str) -> list[str]:
@@ -103,8 +110,9 @@ class Scratch:
     ports: PortMap = field(default_factory=PortMap)
 
     @classmethod
-    def make(cls, root: Path, dirs: tuple[str, ...] = ("examples", "deploy")) -> Scratch:
-        scratch = cls(root)
+    def make(cls, root: Path, dirs: tuple[str, ...] = ("examples", "deploy"),
+             loopback_all: bool = False) -> Scratch:
+        scratch = cls(root, PortMap(loopback_all))
         for name in dirs:
             src = REPO / name
             if not src.is_dir():
@@ -124,11 +132,11 @@ class Scratch:
 
     def prepare(self, line: str, duration: str | None = None) -> str:
         """The line with its ports rewritten, /tmp paths moved here and ``--duration`` short."""
+        line = self.ports.rewrite(line).replace("/tmp/", f"{self.root}/tmp-")
         bad = [m.group(1) for m in FOREIGN.finditer(line)
                if m.group(1) not in ("127.0.0.1", "0.0.0.0")]
         if bad:
             raise AssertionError(f"refusing a command line sending off loopback: {line}")
-        line = self.ports.rewrite(line).replace("/tmp/", f"{self.root}/tmp-")
         if duration is not None:
             line = re.sub(r"--duration[ =][0-9.]+", f"--duration {duration}", line)
         return line
