@@ -120,7 +120,8 @@ class Scratch:
             shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
             for path in (root / name).rglob("*"):
                 if path.is_file() and path.suffix in (".toml", ".py", ".yml", ".yaml", ".md"):
-                    path.write_text(scratch.ports.rewrite(path.read_text()))
+                    text = scratch.ports.rewrite(path.read_text())
+                    path.write_text(text.replace("/tmp/", f"{root}/tmp-"))
         return scratch
 
     def env(self) -> dict[str, str]:

@@ -104,3 +104,13 @@ def test_metrics_takes_host_port_or_a_url() -> None:
     assert parse_listen("127.0.0.1:9877") == ("127.0.0.1", 9877)
     assert metrics_url("127.0.0.1:9877") == "http://127.0.0.1:9877/metrics"
     assert metrics_url("http://127.0.0.1:1/x") == "http://127.0.0.1:1/x"
+
+
+def test_quiet_drops_the_summary_of_send(capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    url = "udp://127.0.0.1:9?format=native"
+    assert main(["send", url, "--ids", "1"]) == 0
+    assert "sent 1 datagram(s)" in capsys.readouterr().err
+    assert main(["send", url, "--ids", "1", "-q"]) == 0
+    assert capsys.readouterr().err == ""
