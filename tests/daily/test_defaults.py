@@ -111,3 +111,16 @@ def test_check_sizes_a_brian2_output_from_the_built_network(
     path.write_text(path.read_text().replace("offset=1", "offset=2"))
     assert cli_main(["check", str(path)]) == 2
     assert "offset=2 leaves nothing of the processor's output" in capsys.readouterr().err
+
+
+def test_the_emulate_help_example_input_needs_no_neurons() -> None:
+    import re
+
+    from bridge.emulate.cli import build_parser
+
+    epilog = build_parser().epilog or ""
+    url = re.search(r"--in '([^']+)'", epilog)
+    assert url is not None, epilog
+    cfg = build_config({"input": [url.group(1)],
+                        "output": ["udp://127.0.0.1:2?format=native"]})
+    assert cfg.inputs[0].neurons == 128 * 128 * 2 and cfg.outputs[0].neurons == 128 * 128 * 2
