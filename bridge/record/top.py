@@ -307,11 +307,12 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
         return error(PROG, "--interval must be > 0, --iterations and --top >= 0")
     if args.target is None and args.metrics is None:
         return error(PROG, "give an endpoint URL, a config file or --metrics URL")
-    metrics_url = None if args.metrics is None else tools_metrics_url(args.metrics)
+    metrics_url: str | None = None
     watch: EndpointWatch | None = None
     sel = selectors.DefaultSelector()
     try:
-        if metrics_url is not None:
+        if args.metrics is not None:  # HOST:PORT or a URL, as --metrics takes everywhere
+            metrics_url = tools_metrics_url(args.metrics)
             check_metrics_url(metrics_url)
         if args.target is not None:
             is_url = args.target.partition(":")[0] in SCHEMES
