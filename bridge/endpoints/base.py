@@ -6,13 +6,19 @@ a refused send returns False and the caller counts it. When the peer itself refu
 port-unreachable, reported as ECONNREFUSED on a connected socket's next send or receive), the
 endpoint also counts it in ``refused`` (``note_refusal``): the loop then books the send as
 ``peer_unreachable`` and reports the peer down, apart from a fault of the bridge's own.
+
+Counters of an endpoint's own (reconnects, clients dropped) stay plain int attributes that the
+endpoint increments; it names them in ``IN_COUNTERS``/``OUT_COUNTERS`` and ``counters`` is a
+live, read-only view of them that the metrics collector reads at scrape time. Frames an
+endpoint drops itself, before ``recv`` hands them to the loop, it reports by reason in
+``drops()``; the loop books them as received and dropped, so the input's books still balance.
 """
 
 from __future__ import annotations
 
 import errno
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar
 
 from bridge.endpoints.url import EndpointURL
@@ -22,6 +28,27 @@ Address = Any  # a socket address tuple, or None for endpoints without peers
 
 # What a connected socket's send reports once the peer answered with ICMP port-unreachable.
 PEER_REFUSED_ERRNOS = frozenset({errno.ECONNREFUSED})
+
+
+class CounterView(Mapping[str, int]):
+    """A read-only mapping of counter name -> the int attribute of that name, read when asked."""
+
+    __slots__ = ("_names", "_obj")
+
+    def __init__(self, obj: object, names: Iterable[str]) -> None:
+        self._obj = obj
+        self._names = tuple(names)
+
+    def __getitem__(self, name: str) -> int:
+        if name not in self._names:
+            raise KeyError(name)
+        return int(getattr(self._obj, name, 0))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Endpoint(ABC):
@@ -37,6 +64,10 @@ class Endpoint(ABC):
     control: Mapping[str, int] = {}  # control messages by result, for endpoints with a handshake
     # the drop reason the loop counts for a refused send that is not a peer refusal
     refusal_reason: int = REASON_INDEX["send_failed"]
+    # Int attributes of the endpoint's own, exported per endpoint as
+    # spikebridge_endpoint_events_total{counter}: name -> one line of help, by role.
+    IN_COUNTERS: ClassVar[Mapping[str, str]] = {}
+    OUT_COUNTERS: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         if role not in ("in", "out"):
@@ -44,6 +75,9 @@ class Endpoint(ABC):
         self.url = url
         self.role = role
         self.options = dict(options)
+        # the live view of this role's counters (the loop hands it to the stats once)
+        self.counters: Mapping[str, int] = CounterView(
+            self, self.IN_COUNTERS if role == "in" else self.OUT_COUNTERS)
 
     @abstractmethod
     def open(self) -> None:
@@ -97,6 +131,14 @@ class Endpoint(ABC):
     def overflow_drops(self) -> int:
         """Datagrams the kernel dropped before we read them, since open (0 when unknown)."""
         return 0
+
+    def drops(self) -> Mapping[str, int]:
+        """Frames this endpoint dropped itself before ``recv``, since open, by DROP_REASONS name.
+
+        The loop books each increase as received and dropped for that reason (off the hot
+        path, in its housekeeping), as it books ``overflow_drops`` as ``rcvbuf_overflow``.
+        """
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release the socket or device; idempotent."""

@@ -8,8 +8,12 @@ the URL's ``format=`` for the loop to decode as usual. A frame larger than one d
 a bounded queue (``queue``; the oldest is dropped and counted, as ``rcvbuf_overflow``). A lost
 connection makes ``recv`` raise EndpointError; the loop then calls ``reopen``, which retries on
 a backoff schedule (``backoff`` doubling up to ``backoff_max``) and counts ``reconnects``, as
-serial ports do. dv-processing's own NetworkReader is not used in the daemon: it holds the GIL
-while it connects, which would stall the loop (docs/event-cameras.md has the measurement).
+serial ports do. A packet holding an event outside the stream's geometry is dropped whole and
+booked as a frame dropped for ``id_out_of_range`` (``drops``); its events count in
+``events_outside``. These counters and the output's client counters are exported per endpoint
+(``spikebridge_endpoint_events_total``, through ``IN_COUNTERS``/``OUT_COUNTERS``).
+dv-processing's own NetworkReader is not used in the daemon: it holds the GIL while it
+connects, which would stall the loop (docs/event-cameras.md has the measurement).
 
 Output: spikebridge is the server. It listens, and each client that connects gets the stream's
 IOHeader and then every frame as one event packet (bridge.codecs.dvstream), each event stamped
@@ -111,6 +115,17 @@ class DvEndpoint(Endpoint):
         "camera": "outputs: the camera name clients see (default spikebridge)",
     }
     SHARED_KEYS: ClassVar[frozenset[str]] = frozenset({"width", "height", "layout", "polarity"})
+    IN_COUNTERS: ClassVar[Mapping[str, str]] = {
+        "reconnects": "connections made again after one was lost",
+        "connect_failures": "reconnection tries that failed",
+        "events_outside": "events outside the stream's width x height (their packet dropped)",
+    }
+    OUT_COUNTERS: ClassVar[Mapping[str, str]] = {
+        "clients_accepted": "clients that connected and took the header",
+        "clients_refused": "clients turned away: already ``clients`` connected",
+        "slow_clients": "clients dropped for lagging over ``client_buffer_kb``",
+        "clients_closed": "clients that went away by themselves",
+    }
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str], *,
                  clock: Clock = SYSTEM_CLOCK) -> None:
@@ -153,6 +168,7 @@ class DvEndpoint(Endpoint):
         self.connect_failures = 0  # inputs: tries that failed
         self.queue_dropped = 0     # inputs: datagrams dropped, oldest first, queue full
         self.events_outside = 0    # inputs: events outside width x height (dropped)
+        self.packets_outside = 0   # inputs: packets dropped for holding such events
         self.clients_accepted = 0  # outputs
         self.clients_refused = 0   # outputs: over ``clients``
         self.slow_clients = 0      # outputs: dropped for lagging over ``client_buffer_kb``
@@ -288,7 +304,8 @@ class DvEndpoint(Endpoint):
         self._sock, self._fd = sock, sock.fileno()
         self._dec = dvstream.DvStreamDecoder()
         self._out.clear()
-        self._resender = Resender(self.codec, renumber=True)
+        if self._resender is None:  # one numbering across reconnects: no false duplicates
+            self._resender = Resender(self.codec, renumber=True)
         self.connected = err == 0
         return 0 if err == 0 else errno.EINPROGRESS
 
@@ -390,10 +407,16 @@ class DvEndpoint(Endpoint):
         x, y, p = ev["x"], ev["y"], ev["p"]
         try:
             ids = geo.ids(x, y, p)
-        except DecodeError:
+        except DecodeError as exc:
+            # As for a spif or Faery datagram: an event outside the geometry drops its packet
+            # (a counted id_out_of_range frame, see drops()), never a silent misdecode.
             ok = (x >= 0) & (x < geo.width) & (y >= 0) & (y < geo.height)
             self.events_outside += int((~ok).sum())
-            ids = geo.ids(x[ok], y[ok], p[ok])
+            self.packets_outside += 1
+            if self.packets_outside == 1:
+                log.warning("%s: dropped a packet: %s (further ones are counted, not logged)",
+                            self.url, exc.detail)
+            return
         frame = SpikeFrame(0, NO_SEQ, 0, ids.astype(np.uint32))
         out = self._out
         for d in self._resender.datagrams(frame, self.clock.wall_ns()):
@@ -405,6 +428,10 @@ class DvEndpoint(Endpoint):
     def overflow_drops(self) -> int:
         """Datagrams dropped, oldest first, because the loop did not take them in time."""
         return self.queue_dropped
+
+    def drops(self) -> Mapping[str, int]:
+        """Inputs: packets dropped for an event outside the stream's geometry."""
+        return {"id_out_of_range": self.packets_outside} if self.role == "in" else {}
 
     # -- output -----------------------------------------------------------------------------
 

@@ -475,6 +475,8 @@ class SerialEndpoint(Endpoint):
         "wbuf": "output buffer bytes; a send that does not fit is refused (default 65536)",
         "reader": "fd (poll the device), thread (reader thread + bounded queue) or auto",
     }
+    IN_COUNTERS: ClassVar[Mapping[str, str]] = {"reconnects": "the port reopened after it went"}
+    OUT_COUNTERS: ClassVar[Mapping[str, str]] = IN_COUNTERS
 
     def __init__(self, url: EndpointURL, role: str, options: Mapping[str, str]) -> None:
         super().__init__(url, role, options)

@@ -75,6 +75,7 @@ class OutputPort:
         self.ep = ep
         self.send = ep.send  # bound once: the hot path calls it per datagram
         self.stats = stats
+        stats.counters = ep.counters
         self.index = index
         self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
@@ -202,6 +203,7 @@ class InputPort:
         "checks",
         "codec",
         "down",
+        "drops_seen",
         "ep",
         "generic",
         "index",
@@ -229,6 +231,7 @@ class InputPort:
         self.spec = spec
         self.ep = ep
         self.stats = stats
+        stats.counters = ep.counters
         self.index = index
         self.codec: Any = ep.bind_codec(make_codec(spec))
         self.stream = spec.stream
@@ -248,6 +251,7 @@ class InputPort:
         self.nowhere = False  # none of its ids reaches an output: every frame is unrouted
         self.down = False
         self.overflow_seen = 0
+        self.drops_seen: dict[str, int] = {}  # the endpoint's own drops() already booked
         self.rec: int | None = None  # the recorder's slot when this input is recorded
         self.logged: set[str] = set()  # drop reasons already logged once
         # Admission beyond decoding is needed only with a source filter, sequence numbers
@@ -302,13 +306,19 @@ class InputPort:
                     "logged)", self.spec.name, sender, exc, exc.reason)
 
     def account_overflow(self) -> None:
-        """Book datagrams the kernel dropped as received and dropped (rcvbuf_overflow)."""
+        """Book the kernel's drops (rcvbuf_overflow) and the endpoint's own as received+dropped."""
         seen = self.ep.overflow_drops()
         if seen != self.overflow_seen:
             new = (seen - self.overflow_seen) & 0xFFFFFFFF
             self.overflow_seen = seen
             self.stats.frames += new
             self.stats.drops[_RCVBUF] += new
+        for reason, seen in self.ep.drops().items():
+            new = seen - self.drops_seen.get(reason, 0)
+            if new > 0:
+                self.drops_seen[reason] = seen
+                self.stats.frames += new
+                self.stats.drops[REASON_INDEX[reason]] += new
 
 
 class Bridge:

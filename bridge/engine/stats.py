@@ -74,8 +74,8 @@ class EndpointStats:
     """Counters of one endpoint. For inputs, received = accepted + sum(drops) always holds."""
 
     __slots__ = (
-        "accepted", "control", "direction", "drops", "frames", "lost", "name", "one_way",
-        "peer_up", "reordered", "spikes", "state", "unrouted", "up",
+        "accepted", "control", "counters", "direction", "drops", "frames", "lost", "name",
+        "one_way", "peer_up", "reordered", "spikes", "state", "unrouted", "up",
     )
 
     def __init__(self, name: str, direction: str) -> None:
@@ -95,6 +95,7 @@ class EndpointStats:
         self.unrouted = 0    # inputs: accepted spikes that fall in no output's slice
         self.state = ""      # the endpoint's protocol state (spinnaker: waiting ... running)
         self.control: Mapping[str, int] = {}  # its control messages by result (handshakes)
+        self.counters: Mapping[str, int] = {}  # the endpoint's own counters (a live view)
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` drops for ``reason`` (a DROP_REASONS name); not for the hot path."""

@@ -135,6 +135,16 @@ class BridgeCollector:
         yield state
         yield control
 
+        own = CounterMetricFamily(
+            PREFIX + "endpoint_events", "An endpoint's own counters, by name (dv: reconnects, "
+            "connect_failures, events_outside, clients_accepted, clients_refused, "
+            "slow_clients, clients_closed; serial: reconnects).",
+            labels=["endpoint", "counter"])
+        for ep in endpoints:
+            for counter, n in dict(ep.counters).items():
+                own.add_metric([ep.name, counter], n)
+        yield own
+
         dropped = CounterMetricFamily(
             PREFIX + "frames_dropped", "Frames dropped, by endpoint and reason.",
             labels=["endpoint", "reason"],

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -65,7 +65,7 @@ def _plain(value: Any) -> Any:
         return {"__ep__": {n: _plain(getattr(value, n)) for n in EndpointStats.__slots__}}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts, and live views such as endpoint counters
         return {str(k): _plain(v) for k, v in list(value.items())}
     return None  # nothing else is exported
 

@@ -321,6 +321,7 @@ def test_noise_between_frames_never_costs_a_frame(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 20,000 examples: about 60 s alone, far more on a busy machine
 @settings(max_examples=20_000, deadline=None)
 @given(st.binary(max_size=5000), st.integers(1, 600))
 def test_fuzz_long(data: bytes, chunk: int) -> None:

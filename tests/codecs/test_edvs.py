@@ -258,6 +258,7 @@ def test_fuzz_only_decode_errors(data: bytes, evsize: int, sync: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 20,000 examples: about 60 s alone, far more on a busy machine
 @settings(max_examples=20_000, deadline=None)
 @given(st.binary(max_size=6000), st.sampled_from([2, 4, 5, 6]), st.sampled_from([0, 1]),
        st.integers(1, 900), st.sampled_from(["both", "merge", "on"]), st.integers(1, 8))

@@ -23,7 +23,7 @@ def load() -> dict:
 def exported_names() -> set[str]:
     """Every family the collector yields, with a recorder and a [realtime] setting asked for."""
     stats = BridgeStats()
-    stats.add_input("in0")
+    stats.add_input("in0").counters = {"reconnects": 0}  # an endpoint with counters of its own
     stats.add_output("out0")
     stats.latency("relay")
     stats.recorder = Recorder("unused.sbr", [EndpointInfo("in0", "udp://127.0.0.1:1", "in",

@@ -91,7 +91,7 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:
         pytest.skip("the prometheus binary is not installed (Debian package prometheus)")
     tmp: Path = tmp_path_factory.mktemp("prom")
     in_port, out_port = free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
-    metrics_port, prom_port = free_port(), free_port()
+    metrics_port, prom_port, dv_port = free_port(), free_port(), free_port()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", out_port))
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -107,6 +107,9 @@ def stack(tmp_path_factory) -> Iterator[dict[str, object]]:
         "[bridge]\nnode = 1\ndt_ms = 1.0\n"
         f"[[input]]\nurl = \"udp://127.0.0.1:{in_port}\"\nname = \"sim\"\nneurons = 64\n"
         f"[[output]]\nurl = \"udp://127.0.0.1:{out_port}\"\nname = \"monitor\"\nneurons = 64\n"
+        # a DV server output: an endpoint with counters of its own (endpoint_events_total)
+        f"[[output]]\nurl = \"dv+tcp://127.0.0.1:{dv_port}?width=8&height=4\"\n"
+        "name = \"camera\"\nneurons = 64\n"
         f"[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
         f"[realtime]\ncpus = [{(os.cpu_count() or 1) + 1000}]\n"
         f"[record]\npath = \"{tmp / 'run-{start}.sbr'}\"\n")

@@ -157,3 +157,26 @@ def test_promtool_check_metrics_is_clean() -> None:
     assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), (
         proc.stdout + proc.stderr
     )
+
+
+def test_an_endpoints_own_counters_are_read_live_at_scrape_time() -> None:
+    from bridge.endpoints.base import CounterView
+
+    class Ep:
+        reconnects, slow_clients = 2, 0
+
+    ep = Ep()
+    stats = BridgeStats()
+    stats.add_input("cam").counters = CounterView(ep, ("reconnects", "slow_clients"))
+    stats.add_output("net")  # no counters of its own: no samples
+    reg, _ = scrape(stats)
+    assert value(reg, "spikebridge_endpoint_events_total", endpoint="cam",
+                 counter="reconnects") == 2
+    ep.slow_clients = 5  # the endpoint increments; the next scrape sees it
+    reg, text = scrape(stats)
+    assert value(reg, "spikebridge_endpoint_events_total", endpoint="cam",
+                 counter="slow_clients") == 5
+    assert not [line for line in text.splitlines()
+                if line.startswith("spikebridge_endpoint_events_total") and '"net"' in line]
+    with pytest.raises(KeyError):
+        CounterView(ep, ("reconnects",))["slow_clients"]  # only the names it was given
