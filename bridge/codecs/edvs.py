@@ -199,6 +199,7 @@ class EdvsCodec(StreamCodec):
         self._cols = -(-width // scale)
         rows = -(-height // scale)
         self.population = self._cols * rows * (2 if polarity == "both" else 1)
+        self.sensor_neurons = self.population  # the default neurons= (endpoint_spec)
         self._period = 1 << (8 * self.ts_bytes)
         self._buf = bytearray()
         self._pos = 0
