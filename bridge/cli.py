@@ -63,7 +63,7 @@ def usage() -> str:
         "Run 'spikebridge COMMAND --help' for a command's options.",
         "Endpoint URLs: udp://HOST:PORT, mcast://GROUP:PORT, serial:DEVICE, file:PATH.sbr,",
         "loop://NAME, dv+tcp://HOST:PORT, each with ?format=...&neurons=...&offset=...",
-        "(see docs/architecture.md; event cameras: docs/event-cameras.md).",
+        "(see docs/configuration.md; event cameras: docs/event-cameras.md).",
     ]
     return "\n".join(lines)
 

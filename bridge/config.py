@@ -11,13 +11,14 @@ import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from bridge.endpoints import EndpointSpec, endpoint_spec
 from bridge.endpoints.url import EndpointURL, parse_url
 from bridge.engine.pacer import POLICIES
+from bridge.engine.router import Span, merged_size
 from bridge.errors import ConfigError
 from bridge.processors import SPEC_GRAMMAR
 
@@ -69,6 +70,8 @@ class BridgeConfig:
     metrics: MetricsConfig = MetricsConfig()
     sections: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: str = "<cli>"
+    # Keys the command line set over the file's: "bridge.dt_ms" -> (file's value, new value).
+    overridden: Mapping[str, tuple[Any, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
     def section(self, name: str) -> Any:
         """The parsed settings of subsystem section ``name``, or None when absent."""
@@ -143,7 +146,13 @@ def _positive_ns(value: float | int, unit_ns: int, key: str, allow_zero: bool = 
 
 
 def parse_listen(text: str, key: str = "metrics.listen") -> tuple[str, int]:
-    """Parse ``HOST:PORT``, ``:PORT`` or ``PORT`` for a listening socket (host: 127.0.0.1)."""
+    """Parse ``HOST:PORT``, ``:PORT``, ``PORT`` or ``http://HOST:PORT/metrics`` for a listening
+    socket (host: 127.0.0.1)."""
+    if "://" in text:
+        scheme, _, rest = text.partition("://")
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"expected HOST:PORT or an http:// URL, got {text!r}", key=key)
+        text = rest.partition("/")[0]
     if text.isdigit():
         text = f":{text}"
     if text.startswith(":"):
@@ -321,12 +330,15 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
     if not inputs:
         raise ConfigError("at least one input is needed ([[input]] url = ... or --in URL)",
                           key="input")
-    for spec in (*inputs, *outputs):
+    for spec in inputs:
         if spec.neurons == 0:
-            where = "input" if spec.role == "in" else "output"
             raise ConfigError(
-                f"{spec.url}: bridge endpoints need neurons=N (the population size)", key=where
-            )
+                f"{spec.url}: an input needs neurons=N: its population is what the peer sends, "
+                "and nothing else tells it (only sensor formats such as edvs and spif take it "
+                "from their width and height)", key="input")
+    if kind == "relay":
+        outputs = resolve_outputs(outputs, merged_size(
+            [Span(s.offset, s.offset + s.neurons) for s in inputs]), "the merged input")
     names = [s.name for s in (*inputs, *outputs)]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -345,6 +357,31 @@ def build_config(doc: Mapping[str, Any], source: str = "<config>") -> BridgeConf
         queue_frames=queue_frames, max_age_ns=max_age_ns, on_error=on_error, metrics=metrics,
         sections=MappingProxyType(sections), source=source,
     )
+
+
+def resolve_outputs(outputs: Sequence[EndpointSpec], size: int,
+                    what: str = "the processor's output") -> tuple[EndpointSpec, ...]:
+    """Give each output without neurons= the rest of the output population from its offset.
+
+    ``size`` is the output population (relay: the merged input population; Brian2, NIR:
+    the built network's output groups). ConfigError when an offset leaves nothing to take.
+    """
+    resolved = []
+    for spec in outputs:
+        if not spec.sized_by:
+            if spec.offset >= size:
+                raise ConfigError(
+                    f"{spec.url}: offset={spec.offset} leaves nothing of {what} population "
+                    f"({size} neurons) for neurons= to follow; set neurons= or a smaller "
+                    "offset", key="output")
+            spec = replace(spec, neurons=size - spec.offset, sized_by="output")
+        resolved.append(spec)
+    return tuple(resolved)
+
+
+def unresolved(cfg: BridgeConfig) -> list[EndpointSpec]:
+    """The outputs whose population follows from a processor not yet built."""
+    return [s for s in cfg.outputs if not s.sized_by]
 
 
 def _resolve_processor(spec: str, base: str) -> str:
@@ -400,8 +437,13 @@ def read_config_text(path: str) -> str:
                           "a config is TOML in UTF-8", key=path) from None
 
 
-def load_config(path: str) -> BridgeConfig:
-    """Read and validate a TOML config file (processor files relative to its directory)."""
+def load_config(path: str, overrides: Mapping[str, Any] | None = None) -> BridgeConfig:
+    """Read and validate a TOML config file (processor files relative to its directory).
+
+    ``overrides`` ({"bridge.dt_ms": 0.5, "metrics.listen": "127.0.0.1:9877"}) replace the
+    file's keys before validation, so they are checked as the file's own would be; the
+    result's ``overridden`` names each with its old and new value.
+    """
     text = read_config_text(path)
     try:
         doc = tomllib.loads(text)
@@ -412,7 +454,16 @@ def load_config(path: str) -> BridgeConfig:
         base = os.path.dirname(os.path.abspath(path))
         doc = {**doc, "bridge": {**bridge,
                                  "processor": _resolve_processor(bridge["processor"], base)}}
-    return build_config(doc, source=path)
+    changed: dict[str, tuple[Any, Any]] = {}
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        table = doc.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError("expected a table", key=section)
+        changed[dotted] = (table.get(key), value)
+        doc = {**doc, section: {**table, key: value}}
+    cfg = build_config(doc, source=path)
+    return replace(cfg, overridden=MappingProxyType(changed)) if changed else cfg
 
 
 def config_from_flags(

@@ -17,14 +17,16 @@ from bridge.config import load_config
 from bridge.engine.router import Span, merged_size
 from bridge.errors import ConfigError
 from bridge.preflight import preflight
+from bridge.tools import ArgumentParser
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="spikebridge prebuild",
         description="Compile a config's Brian2 network into its code cache ahead of time, "
                     "so that the daemon starts without compiling.",
+        epilog="example: spikebridge prebuild examples/reflex.toml",
     )
     parser.add_argument("config", help="the TOML config the daemon will run")
     parser.add_argument("--cache-dir", help="compile into DIR instead of [brian2] cache_dir")

@@ -97,19 +97,24 @@ class RunningDaemon:
         return self.proc.poll() is None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until the metrics endpoint answers (the loop is running)."""
+        """Wait until the loop has ticked (endpoints open, processor built and compiled).
+
+        The metrics endpoint answers, with a tick count of 0, from before the processor is
+        built: a Brian2 network takes seconds to build and compile, more on a loaded machine.
+        """
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if not self.alive():
                 self.stop()
                 raise AssertionError(f"daemon exited early:\n{self.output}")
             try:
-                if self.metrics().get("spikebridge_loop_ticks_total"):
+                if metric(self.metrics(), "spikebridge_loop_ticks_total") > 0:
                     return
             except OSError:
                 pass
             time.sleep(0.05)
-        raise AssertionError("daemon did not become ready")
+        self.stop()
+        raise AssertionError(f"the loop did not start in {timeout:g} s:\n{self.output}")
 
     def stop(self) -> int:
         """SIGTERM, wait, keep the output; return the exit code."""
@@ -241,6 +246,7 @@ class StreamResult:
     controls: list[Any] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
     ts_backwards: int = 0
+    first_ts: int = -1
     last_ts: int = -1
 
 
@@ -300,6 +306,8 @@ def _drain_codec(codec: Any, res: StreamResult, keep_ids: bool) -> None:
         if ts is not None and len(ts):
             steps = np.diff(np.concatenate(([res.last_ts], ts)) if res.last_ts >= 0 else ts)
             res.ts_backwards += int(np.count_nonzero(steps < 0))
+            if res.first_ts < 0:
+                res.first_ts = int(ts[0])
             res.last_ts = int(ts[-1])
     while (ctl := codec.next_control()) is not None:
         res.controls.append(ctl)

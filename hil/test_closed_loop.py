@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.emulate import BoardEmulator, EdvsEmulator
+from bridge.emulate.patterns import BlinkPattern
 from hil.support import metric, quantiles, report, settle, stop_stream
 
 NETWORK = Path(__file__).parent / "networks" / "pool.py"
@@ -53,10 +54,17 @@ target = "numpy"
 """
 
 
+# Three blinking pixels per column (pooled ids c, c + 16 and c + 32 all feed column c).
+PIXELS = [(x, y) for y in (0, 8, 16) for x in range(0, 128, 8)]
+
+
 def test_edvs_brian2_board_loop(device: Any, daemon: Any, monitor: Any, tmp_path: Path) -> None:
-    # Bursts of 4 ms every 50 ms: about four events per blinking pixel, enough to fire
-    # that pixel's column once per burst.
-    sensor_dev = device("edvs", rate=16_000, pattern="blink", burst_ms=4, idle_ms=46)
+    # Bursts of 4 ms every 50 ms, about four events per blinking pixel: each column gets
+    # three distinct inputs per burst, enough to fire it whether the loop reads the burst a
+    # millisecond at a time (quiet machine) or in one late read (a loaded one, where a pixel's
+    # four events land in one step and count once: one pixel per column would never fire).
+    sensor_dev = device("edvs", rate=48_000, pattern=BlinkPattern(pixels=PIXELS),
+                        burst_ms=4, idle_ms=46)
     board_dev = device("board", mode="echo", heartbeat_ms=100)
     sensor, board = sensor_dev.emulator, board_dev.emulator
     mon = monitor(COLUMNS)

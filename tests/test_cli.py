@@ -84,7 +84,7 @@ def test_send_run_listen_end_to_end(daemon: Any) -> None:
     assert wait_for(lambda: "running" in _peek(d), timeout=10)
     listener = subprocess.Popen(
         spikebridge_cmd("listen", f"udp://127.0.0.1:{pout}?format=native&neurons=100",
-                        "--json", "--count", "5", "--timeout", "20"),
+                        "--json", "--count", "5", "--duration", "20"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: _listening(listener), timeout=10)
     res = run("send", f"udp://127.0.0.1:{pin}?format=legacy&neurons=100", "--ids", "1,7,99",
@@ -117,7 +117,7 @@ def test_sigterm_exits_0(daemon: Any) -> None:
 
 
 def test_demo_runs_and_balances_its_books() -> None:
-    res = run("demo", "--seconds", "2", "--metrics", "127.0.0.1:0", timeout=60)
+    res = run("demo", "--duration", "2", "--metrics", "127.0.0.1:0", timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "books balanced" in res.stderr
     assert "retina  received" in res.stdout and "motor   sent" in res.stdout

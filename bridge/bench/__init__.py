@@ -33,6 +33,7 @@ def main(argv: Sequence[str]) -> int:
         print("usage: spikebridge bench NAME [ARGS...]\n\nbenchmarks:")
         for name, (_, text) in BENCHES.items():
             print(f"  {name:<8} {text}")
+        print("\nexample: spikebridge bench relay --duration 1 --json relay.json")
         return 0 if args else 2
     if args[0] not in BENCHES:
         print(f"spikebridge bench: unknown benchmark {args[0]!r}; "

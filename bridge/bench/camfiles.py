@@ -225,7 +225,8 @@ def _dv_figures(secs: float) -> list[str]:
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge bench camfiles", description=__doc__)
+    parser = ArgumentParser(prog="spikebridge bench camfiles", description=__doc__,
+                            epilog="example: spikebridge bench camfiles --events 100000")
     parser.add_argument("--events", type=int, default=1_000_000, help="events per file")
     parser.add_argument("--repeat", type=int, default=3, help="reads per figure (best is kept)")
     parser.add_argument("--idle-s", type=float, default=2.0,

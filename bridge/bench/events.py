@@ -25,7 +25,6 @@ benchmark, not a test.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import socket
@@ -50,7 +49,7 @@ from bridge.bench.relay import (
     overflow,
     scrape,
 )
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_duration, add_json, write_json
 
 W, H = 346, 260  # a DAVIS346
 NEURONS = 2 * W * H
@@ -480,8 +479,9 @@ def aestream_cli() -> str:
 
 def main(argv: Sequence[str]) -> int:
     """Run the event-rate benchmark and print the comparison."""
-    parser = ArgumentParser(prog="spikebridge bench events", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of each blast")
+    parser = ArgumentParser(prog="spikebridge bench events", description=__doc__,
+                            epilog="example: spikebridge bench events --duration 1 --json ev.json")
+    add_duration(parser, "length of each blast", dest="seconds", default=1.0)
     parser.add_argument("--steps", type=int, default=5, help="bisection steps per side")
     parser.add_argument("--paths", default="spif-relay,t64-native,aedat4-replay",
                         help="comma-separated paths to run")
@@ -489,7 +489,7 @@ def main(argv: Sequence[str]) -> int:
                         help="events in the AEDAT4 recording replayed")
     parser.add_argument("--replay-seconds", type=float, default=10.0,
                         help="the recording's duration")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_json(parser)
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="spikebridge-bench-events-"))
     rng = np.random.default_rng(1)
@@ -534,9 +534,8 @@ def main(argv: Sequence[str]) -> int:
             results[path][target.name] = measure(target, msg, per, args)
     report(results)
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {p: {k: asdict(v) for k, v in sides.items()} for p, sides in results.items()},
-            indent=2))
+        write_json(args.json,
+                   {p: {k: asdict(v) for k, v in sides.items()} for p, sides in results.items()})
     ok = all(not s.error for sides in results.values() for s in sides.values())
     return 0 if ok else 1
 

@@ -797,16 +797,16 @@ def write_seeds(root: Path | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    from bridge.tools import ArgumentParser
+    from bridge.tools import ArgumentParser, add_duration
 
     parser = ArgumentParser(
         prog="spikebridge bench fuzz", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="targets:\n" + "\n".join(f"  {k:<7} {v}" for k, v in TARGETS.items()))
+        epilog="targets:\n" + "\n".join(f"  {k:<7} {v}" for k, v in TARGETS.items())
+        + "\n\nexample: spikebridge bench fuzz native --runs 10000")
     parser.add_argument("targets", nargs="*", metavar="TARGET", help="default: every target")
     parser.add_argument("--runs", type=int, default=FULL_RUNS, help="inputs per target")
-    parser.add_argument("--seconds", type=float, default=0.0,
-                        help="stop a target after this long (default: no limit)")
+    add_duration(parser, "stop a target after this long (default: no limit)", dest="seconds",
+                 default=0.0)
     parser.add_argument("--engine", choices=["auto", "atheris", "mutate"], default="auto")
     parser.add_argument("--corpus", type=Path, help="corpus root (default tests/corpus)")
     parser.add_argument("--artifacts", type=Path, default=Path("fuzz-artifacts"),

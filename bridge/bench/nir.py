@@ -22,7 +22,6 @@ import contextlib
 import importlib.util
 import io
 import itertools
-import json
 import logging
 import socket
 import tempfile
@@ -42,7 +41,7 @@ from bridge.bench.stepped import (
     realtime,
     run_engine,
 )
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_json, write_json
 
 PARTS = ("cost", "capacity")
 MODEL_DT_MS = 0.1  # the example's graph is snnTorch's: tau written for dt = 0.1 ms
@@ -299,24 +298,25 @@ def largest_channels(holds: Callable[[int], bool], start: int, lo: int = 0, hi: 
 
 def main(argv: Sequence[str]) -> int:
     """Run the chosen parts and print figures and ratios; exit 0 (1 if a part failed)."""
-    parser = ArgumentParser(prog="spikebridge bench nir", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="spikebridge bench nir", description=__doc__.split("\n")[0],
+                            epilog="example: spikebridge bench nir --parts cost --json nir.json")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
-    parser.add_argument("--steps", type=int, default=2000, help="steps per cost run (2000)")
+    parser.add_argument("--steps", type=int, default=2000, help="steps per cost run")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="snnTorch runs per figure, median (3)")
+                        help="snnTorch runs per figure, median")
     parser.add_argument("--rounds", type=int, default=40,
-                        help="alternating bare/bridged blocks per network (40)")
+                        help="alternating bare/bridged blocks per network")
     parser.add_argument("--channels", type=int, default=8,
-                        help="channels of the conv example for 'cost' (8)")
+                        help="channels of the conv example for 'cost'")
     parser.add_argument("--capacity-seconds", type=float, default=2.0,
-                        help="seconds per capacity probe (2)")
-    parser.add_argument("--capacity-start", type=int, default=8, help="first channel count (8)")
+                        help="seconds per capacity probe")
+    parser.add_argument("--capacity-start", type=int, default=8, help="first channel count")
     parser.add_argument("--capacity-tries", type=int, default=2,
-                        help="attempts per probe; it holds if any attempt does (2)")
+                        help="attempts per probe; it holds if any attempt does")
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: last)")
-    parser.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority (80)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority")
+    add_json(parser, "the figures")
     args = parser.parse_args(list(argv))
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     unknown = set(parts) - set(PARTS)
@@ -407,5 +407,5 @@ def main(argv: Sequence[str]) -> int:
                 failed = True
                 print(f"  failed: {exc!r}")
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+        write_json(args.json, figures, default=str)
     return 1 if failed else 0

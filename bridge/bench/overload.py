@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import socket
 import struct
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from bridge.bench.probe import Blaster, Metrics, ServiceProcess, free_tcp_port, max_gap, rss_bytes
 from bridge.bench.relay import FRAME, NEURONS, Result, free_port, throughput
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_duration, add_json, write_json
 
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
 PROBE_MARK = 99                      # a probe frame sets this neuron; load frames never do
@@ -285,18 +284,18 @@ def report(fig: Figures) -> None:
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench overload", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=60.0, help="length of the overload")
+                            epilog="example: spikebridge bench overload --duration 20")
+    add_duration(parser, "length of the overload", dest="seconds", default=60.0)
     parser.add_argument("--factor", type=float, default=2.0,
                         help="offered load as a multiple of the measured relay throughput")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="the relay throughput in frames/s (default: measure it)")
     parser.add_argument("--relay-seconds", type=float, default=1.0,
-                        help="length of each throughput probe blast (as bench relay --seconds)")
+                        help="length of each throughput probe blast (as bench relay --duration)")
     parser.add_argument("--steps", type=int, default=6, help="bisection steps for throughput")
     parser.add_argument("--senders", type=int, default=2, help="sender processes")
     parser.add_argument("--watchdog-ms", type=int, default=1000, help="WATCHDOG_USEC / 1000")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    add_json(parser, "the figures")
     return parser
 
 
@@ -310,7 +309,7 @@ def main(argv: Sequence[str]) -> int:
     fig = run(args, log_dir)
     report(fig)
     if args.json:
-        Path(args.json).write_text(json.dumps(asdict(fig), indent=2))
+        write_json(args.json, asdict(fig))
     return 0 if all(fig.verdicts.values()) else 1
 
 

@@ -1,16 +1,16 @@
 """``spikebridge bench relay``: relay latency and throughput, side by side with the floors.
 
-In one run, on loopback, with the legacy 100-neuron frame the anchors speak, it measures:
+In one run, on loopback, with the legacy 100-neuron frame, it measures:
 ping-pong round trip (p50/p99/p99.9) and the highest offered rate still >= 99 % delivered, for
 spikebridge in relay mode, for a bare recv->sendto Python relay (the floor) and, when the
-anchors are present, for a port of the ancestor's process-and-pipe topology. It prints ratios
+reference programs are present, for a port of the predecessor's process-and-pipe relay. It
+prints ratios
 to the floor. It never asserts: it is a benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_duration, add_json, deprecated, write_json
 
 NEURONS = 100
 FRAME = bytes([0, 0, 0, 0, 0, 0, 0, 1]) + bytes(
@@ -330,13 +330,20 @@ def run_target(name: str, argv: list[str], in_port: int, out_port: int, args: An
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge bench relay", description=__doc__)
+    parser = ArgumentParser(prog="spikebridge bench relay", description=__doc__,
+                            epilog="example: spikebridge bench relay --duration 1 "
+                                   "--json relay.json")
     parser.add_argument("--pings", type=int, default=5000, help="ping-pong samples per target")
-    parser.add_argument("--seconds", type=float, default=1.0, help="length of each blast")
+    add_duration(parser, "length of each blast", dest="seconds", default=1.0)
     parser.add_argument("--steps", type=int, default=6, help="bisection steps for throughput")
-    parser.add_argument("--anchors", help="directory with udp_echo.py and seed_port.py")
-    parser.add_argument("--no-ancestor", action="store_true", help="skip the ancestor's port")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--reference-dir", dest="anchors", metavar="DIR",
+                        help="directory with the reference programs udp_echo.py and "
+                             "seed_port.py (default: found beside the checkout)")
+    parser.add_argument("--no-predecessor", dest="no_ancestor", action="store_true",
+                        help="skip the predecessor's process-and-pipe relay")
+    deprecated(parser, "--anchors", "--reference-dir", "anchors")
+    deprecated(parser, "--no-ancestor", "--no-predecessor", "no_ancestor", nargs=0, const=True)
+    add_json(parser)
     return parser
 
 
@@ -377,8 +384,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"  {name}: failed: {exc}", file=sys.stderr)
     report(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({k: asdict(v) for k, v in results.items()},
-                                              indent=2))
+        write_json(args.json, {k: asdict(v) for k, v in results.items()})
     return 0 if "floor" in results and "spikebridge" in results else 1
 
 

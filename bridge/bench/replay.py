@@ -5,12 +5,11 @@ it with the same code as ``spikebridge replay`` to a UDP receiver in a child pro
 127.0.0.1, and reports the timing error of every frame: at the sender (send call start minus
 due time), after the send call, and at the receiver (arrival minus due, same CLOCK_MONOTONIC),
 as p50/p99/p99.9/max, plus the drift (the error's trend over the run, and last minus first).
-The issue's targets are p99 <= 200 µs and drift < 1 ms. It never asserts: a benchmark.
+The targets are p99 <= 200 µs and drift < 1 ms. It never asserts: a benchmark.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -31,7 +30,7 @@ from bridge.record.player_cli import DEFAULT_SPIN_US, tighten_timer_slack
 from bridge.record.resend import Resender
 from bridge.record.sbrfile import SbrWriter
 from bridge.record.schedule import Player, Recording
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_duration, add_json, add_spin_us, write_json
 
 RECEIVER = r"""
 import socket, sys, time, array
@@ -157,14 +156,14 @@ def run(seconds: float, rate: float, spikes: int, spin_us: float, seed: int) -> 
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge bench replay", description=__doc__)
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
-    parser.add_argument("--rate", type=float, default=1000.0, help="mean frames/s (default 1000)")
-    parser.add_argument("--spikes", type=int, default=10, help="ids per frame (default 10)")
-    parser.add_argument("--spin-us", type=float, default=DEFAULT_SPIN_US,
-                        help=f"busy-wait before each frame (default {DEFAULT_SPIN_US:g})")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser = ArgumentParser(prog="spikebridge bench replay", description=__doc__,
+                            epilog="example: spikebridge bench replay --duration 10 --json")
+    add_duration(parser, "length of the replay", default=60.0)
+    parser.add_argument("--rate", type=float, default=1000.0, help="mean frames/s")
+    parser.add_argument("--spikes", type=int, default=10, help="ids per frame")
+    add_spin_us(parser, "busy-wait before each frame", default=DEFAULT_SPIN_US)
+    parser.add_argument("--seed", type=int, default=1, help="random seed")
+    add_json(parser)
     return parser
 
 
@@ -181,7 +180,7 @@ def main(argv: Sequence[str]) -> int:
           flush=True)
     r = run(args.duration, args.rate, args.spikes, args.spin_us, args.seed)
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
+        write_json(args.json, r)
     print(f"  frames {r['frames']}, received {r['received']}, in order: {r['in_order']}, "
           f"timer slack 1 ns: {r['timer_slack_1ns']}")
     for key, label in (("send_start_error_us", "send start - due"),

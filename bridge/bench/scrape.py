@@ -37,7 +37,7 @@ from bridge.engine.stats import BridgeStats
 from bridge.service.exporter import MetricsServer
 from bridge.service.metrics import register
 from bridge.service.metrics_process import MetricsProcess, snapshot
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_dt, add_duration, add_json, add_spin_us, write_json
 
 TARGET_RATIO = 1.5
 
@@ -227,17 +227,16 @@ def snapshot_cost(endpoints: int, repeats: int = 200) -> Quantiles:
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(prog="spikebridge bench scrape", description=__doc__,
-                            formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each phase (2)")
+                            epilog="example: spikebridge bench scrape --rounds 3 --json")
+    add_duration(parser, "length of each phase", dest="seconds", default=2.0)
     parser.add_argument("--rounds", type=int, default=5,
                         help="quiet/scraped phase pairs, alternating their order, so that a "
-                             "change in the machine's other load hits both alike (5)")
-    parser.add_argument("--rate", type=float, default=10.0, help="scrapes per second (10)")
+                             "change in the machine's other load hits both alike")
+    parser.add_argument("--rate", type=float, default=10.0, help="scrapes per second")
     parser.add_argument("--endpoints", type=int, default=4,
-                        help="inputs and as many outputs: the exposition grows with them (4)")
-    parser.add_argument("--dt", type=float, default=1.0, metavar="MS", help="step (1 ms)")
-    parser.add_argument("--spin-us", type=float, default=0.0,
-                        help="busy-wait this long before each deadline ([bridge] spin_us)")
+                        help="inputs and as many outputs: the exposition grows with them")
+    add_dt(parser, "step", default=1.0, old=())
+    add_spin_us(parser, "busy-wait this long before each deadline ([bridge] spin_us)")
     parser.add_argument("--priority", type=int, default=0,
                         help="SCHED_FIFO priority of the loop thread (0: leave it)")
     parser.add_argument("--cpu", type=int, help="pin the loop thread to this CPU")
@@ -245,12 +244,12 @@ def build_parser() -> ArgumentParser:
                         help="sys.setswitchinterval for the run ([realtime] switch_interval_us)")
     parser.add_argument("--idle", type=int, default=0,
                         help="idle TCP connections held open (plus one client sending a byte a "
-                             "second) while scraping (0)")
+                             "second) while scraping")
     parser.add_argument("--in-process", action="store_true",
                         help="serve from a thread of this process (the exposition formatted "
                              "under the loop's interpreter lock) instead of the daemon's "
                              "exporter process")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    add_json(parser)
     return parser
 
 
@@ -304,8 +303,9 @@ def main(argv: Sequence[str]) -> int:
         "scrape_round_trip_us": asdict(scrapes), "phases": [asdict(p) for p in phases],
     }
     if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
+        write_json(args.json, result)
+        if args.json == "-":
+            return 0
     print(f"\nstep lateness, all rounds (dt {args.dt:g} ms, {args.endpoints} in + "
           f"{args.endpoints} out):")
     print(f"  no scrapes      {quiet.text()}")

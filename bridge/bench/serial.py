@@ -35,6 +35,7 @@ from bridge.codecs.edvs import EdvsCodec, event_bytes
 from bridge.codecs.native import NativeCodec
 from bridge.errors import DecodeError
 from bridge.frame import SpikeFrame
+from bridge.tools import ArgumentParser, add_json, json_stream
 
 CHUNK = 4096
 NEURONS = 32768
@@ -304,16 +305,16 @@ def round_trips(reader: str, count: int = 500) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    p = argparse.ArgumentParser(prog="spikebridge bench serial", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--window", type=float, default=5.0, help="measured seconds (default 5)")
+    p = ArgumentParser(prog="spikebridge bench serial", description=__doc__,
+                       epilog="example: spikebridge bench serial --codecs-only")
+    p.add_argument("--window", type=float, default=5.0, help="measured seconds")
     p.add_argument("--rate", type=float, default=600_000.0,
-                   help="events/s offered by the sensor (default 600000)")
-    p.add_argument("--baud", type=int, default=12_000_000, help="line rate (default 12 Mbaud)")
+                   help="events/s offered by the sensor")
+    p.add_argument("--baud", type=int, default=12_000_000, help="line rate")
     p.add_argument("--reader", choices=("fd", "thread", "both"), default="fd",
                    help="how the daemon reads the port (both: run twice and compare)")
     p.add_argument("--codecs-only", action="store_true", help="only part 1")
-    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    add_json(p, "one object per line, instead of a table,")
     return p
 
 
@@ -321,10 +322,15 @@ def main(argv: Sequence[str]) -> int:
     """Print codec rates and the through-daemon figures (JSON lines with --json)."""
     p = build_parser()
     args = p.parse_args(list(argv))
+    sink = json_stream(args.json) if args.json else sys.stdout
+
+    def print_json(obj: object) -> None:
+        print(json.dumps(obj), file=sink, flush=True)
+
     rows = codec_rates()
     for row in rows:
         if args.json:
-            print(json.dumps({"part": "codec", **row}))
+            print_json({"part": "codec", **row})
         else:
             extra = f", {row['frames_per_s']:,.0f} frames/s" if "frames_per_s" in row else ""
             name = f"{row['codec']}/{row['cobs']}" if "cobs" in row else row["codec"]
@@ -333,7 +339,7 @@ def main(argv: Sequence[str]) -> int:
                   f"events/s  {row['MB_per_s']:6.1f} MB/s{extra}")
     for case, ratio in cobs_ratios(rows):
         if args.json:
-            print(json.dumps({"part": "cobs_ratio", "case": case, "cobs_over_python": ratio}))
+            print_json({"part": "cobs_ratio", "case": case, "cobs_over_python": ratio})
         else:
             what = case if case.startswith("encode") else f"decode {case}"
             print(f"board {what}: cobs package / hand-written COBS = {ratio:.2f}x")
@@ -343,7 +349,7 @@ def main(argv: Sequence[str]) -> int:
     for reader in readers:
         rtt = round_trips(reader)
         if args.json:
-            print(json.dumps({"part": "rtt", **rtt}))
+            print_json({"part": "rtt", **rtt})
         else:
             print(f"serial round trip via the board emulator (reader={reader}): "
                   f"p50 {rtt['p50_us']} µs, p99 {rtt['p99_us']} µs, max {rtt['max_us']} µs "
@@ -351,7 +357,7 @@ def main(argv: Sequence[str]) -> int:
     for reader in readers:
         res = through_daemon(args.rate, args.baud, args.window, reader)
         if args.json:
-            print(json.dumps({"part": "daemon", **res}))
+            print_json({"part": "daemon", **res})
             continue
         print(f"\nthrough the daemon (reader={reader}, {args.baud} baud, offered "
               f"{args.rate:,.0f} events/s, {res['window_s']} s window):")

@@ -13,7 +13,6 @@ schema when spinn_front_end_common is installed (the ``spinnaker`` extra), else 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import socket
 import sqlite3
@@ -29,6 +28,7 @@ import numpy as np
 from bridge.codecs.eieio import EieioCodec
 from bridge.codecs.spinnaker import DATABASE_ACK, KeyTable, SpinnakerCodec
 from bridge.frame import SpikeFrame
+from bridge.tools import ArgumentParser, add_duration
 
 
 def _lpg(keys: np.ndarray) -> bytes:
@@ -150,13 +150,14 @@ def handshake_ms(atoms: int, repeats: int) -> list[float] | None:
 
 def main(argv: Sequence[str]) -> int:
     """Print per-message costs and handshake times, each with its ratio to the floor."""
-    parser = argparse.ArgumentParser(prog="spikebridge bench spinnaker", description=__doc__)
+    parser = ArgumentParser(prog="spikebridge bench spinnaker", description=__doc__,
+                            epilog="example: spikebridge bench spinnaker --atoms 10000")
     parser.add_argument("--atoms", type=int, default=100_000, help="population size")
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per codec case")
+    add_duration(parser, "time per codec case", dest="seconds", default=1.0)
     parser.add_argument("--repeats", type=int, default=5, help="handshakes to time")
     args = parser.parse_args(argv)
     if args.atoms < 64 or args.seconds <= 0 or args.repeats < 1:
-        parser.error("--atoms >= 64, --seconds > 0 and --repeats >= 1")
+        parser.error("--atoms >= 64, --duration > 0 and --repeats >= 1")
     print(f"key table of {args.atoms} atoms (256 per core, colour bits), per message:")
     print(f"  {'case':<16} {'table':>10} {'base+i floor':>13} {'ratio':>7}")
     for case, ns, floor in codec_costs(args.atoms, args.seconds):

@@ -18,7 +18,6 @@ A benchmark, not a test: it reads the real clocks, runs real processes, and neve
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ from bridge.config import build_config
 from bridge.engine.loop import Bridge
 from bridge.engine.realtime import Realtime, RealtimeSettings
 from bridge.engine.stats import BridgeStats, Histogram
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_dt, add_duration, add_json, add_spin_us, write_json
 
 log = logging.getLogger("spikebridge.bench.stepped")
 
@@ -457,31 +456,31 @@ def default_cpu() -> int:
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge bench stepped", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="spikebridge bench stepped", description=__doc__.split("\n")[0],
+                            epilog="example: spikebridge bench stepped --parts lateness "
+                                   "--duration 10 --json stepped.json")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated, from {', '.join(PARTS)} (default: all)")
-    parser.add_argument("--seconds", type=float, default=60.0,
-                        help="length of the lateness / real-time-factor run (default 60)")
-    parser.add_argument("--dt", type=float, default=1.0, metavar="MS",
-                        help="engine step for the lateness run (default 1 ms)")
-    parser.add_argument("--spin", type=float, default=100.0, metavar="US",
-                        help="spin before each deadline (default 100 µs)")
+    add_duration(parser, "length of the lateness / real-time-factor run", dest="seconds",
+                 default=60.0)
+    add_dt(parser, "engine step for the lateness run", default=1.0, old=())
+    add_spin_us(parser, "spin before each deadline", dest="spin", default=100.0)
     parser.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: last)")
-    parser.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority (80)")
+    parser.add_argument("--priority", type=int, default=80, help="SCHED_FIFO priority")
     parser.add_argument("--neurons", type=int, default=4000, help="CUBA size for 'cost'")
     parser.add_argument("--brian-dt", type=float, default=0.1, metavar="MS",
-                        help="Brian dt for 'cost' and 'capacity' (default 0.1 ms)")
+                        help="Brian dt for 'cost' and 'capacity'")
     parser.add_argument("--cost-steps", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=2000, help="round trips for 'latency'")
     parser.add_argument("--capacity-seconds", type=float, default=2.0,
-                        help="simulated seconds per capacity probe (default 2)")
+                        help="simulated seconds per capacity probe")
     parser.add_argument("--capacity-start", type=int, default=8000)
     parser.add_argument("--capacity-tries", type=int, default=2,
-                        help="attempts per capacity probe; it holds if any attempt does (2)")
+                        help="attempts per capacity probe; it holds if any attempt does")
     parser.add_argument("--cache-dir", default=None, help="Brian2 code cache (default: the "
                         "daemon's default cache)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    add_json(parser, "the figures")
     return parser
 
 
@@ -592,5 +591,5 @@ def main(argv: Sequence[str]) -> int:
             print(f"  failed: {exc!r}")
 
     if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str))
+        write_json(args.json, figures, default=str)
     return 1 if failed else 0

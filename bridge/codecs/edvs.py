@@ -44,6 +44,8 @@ MAX_BATCH = 1 << 16    # events per returned frame
 CONTROL_QUEUE = 256
 CHECK_BYTES = 4096     # hunting this long without ever locking means a format mismatch
 SHORT_LOCKS = 16       # this many locks in a row lost within 4 x lock events: a mismatch too
+LAG_SLACK_DIV = 8      # idle gaps: an event may be stamped up to period / 8 after min arrival lag
+LAG_DRIFT = 10_000     # the smallest arrival lag ages 1 µs per 10 ms (100 ppm clock drift)
 _PRINTABLE_RUN = re.compile(rb"[\x20-\x7e\t\r]*")
 _COMMAND_TEXT = re.compile(r"[\x20-\x7e]+")
 
@@ -197,6 +199,7 @@ class EdvsCodec(StreamCodec):
         self._cols = -(-width // scale)
         rows = -(-height // scale)
         self.population = self._cols * rows * (2 if polarity == "both" else 1)
+        self.sensor_neurons = self.population  # the default neurons= (endpoint_spec)
         self._period = 1 << (8 * self.ts_bytes)
         self._buf = bytearray()
         self._pos = 0
@@ -213,6 +216,7 @@ class EdvsCodec(StreamCodec):
         self._ts_last = -1         # last raw timestamp
         self._ts_epoch = 0         # wraps so far
         self._ts_full = 0          # last unwrapped timestamp
+        self._lag_us: int | None = None  # smallest arrival - device time seen (idle gaps)
         self.timestamps_us: npt.NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self.mismatch = False      # never locked within CHECK_BYTES: evsize/sync look wrong
         # Counters, read by the engine and tests.
@@ -463,10 +467,16 @@ class EdvsCodec(StreamCodec):
             if self._now is not None and self._last_now is not None:
                 gap_us = (self._now - self._last_now) // 1000
             if gap_us is not None and gap_us > period // 2:
-                # An idle gap: the device clock may have wrapped several times unseen. Pick
-                # the epoch that puts the first event nearest the host's elapsed time.
-                expect = self._ts_full + gap_us
-                guess = round((expect - int(t[0])) / period)
+                # An idle gap: the device clock may have wrapped several times unseen. Bytes
+                # never arrive before they are stamped, and a late read only makes them look
+                # older: the chunk's last event is stamped at most the smallest arrival lag
+                # seen so far (plus a slack) before this arrival. Take the latest epoch that
+                # keeps it there: right while this read is less than a period (less the
+                # slack) late, whatever the lateness of the reads before the gap.
+                assert self._now is not None and self._lag_us is not None
+                latest = self._now // 1000 - self._lag_us + period // LAG_SLACK_DIV
+                wraps_in = int(np.count_nonzero(t[1:] < t[:-1])) if len(t) > 1 else 0
+                guess = (latest - int(t[-1])) // period - wraps_in
                 epoch = max(guess, epoch + (1 if t[0] < self._ts_last else 0))
             elif t[0] < self._ts_last:
                 epoch += 1
@@ -483,6 +493,15 @@ class EdvsCodec(StreamCodec):
         self._ts_epoch = last_epoch
         self._ts_last = int(t[-1])
         self._ts_full = int(full[-1])
+        if self._now is not None:
+            # The smallest arrival lag (host µs - device µs), aged by LAG_DRIFT so that a
+            # device clock slower than the host's cannot leave it behind.
+            now_us = self._now // 1000
+            lag = now_us - self._ts_full
+            if self._lag_us is not None and self._last_now is not None:
+                aged = self._lag_us + (self._now - self._last_now) // 1000 // LAG_DRIFT
+                lag = min(lag, aged)
+            self._lag_us = lag
         self._last_now = self._now
         return full
 

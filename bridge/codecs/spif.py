@@ -80,6 +80,7 @@ class SpifCodec(Codec):
         self.width, self.height, self.layout = geo.width, geo.height, geo.layout
         self.polarity, self.timestamp, self.mtu = polarity, timestamp, mtu
         self.size = geo.size  # ids the sensor can produce
+        self.sensor_neurons = geo.size  # the default neurons= (endpoint_spec)
         self._mx, self._my, self._mp = geo.mx, geo.my, geo.mp  # read per event: kept local
         self._limit = geo.limit
         self._per_datagram = mtu // 8 if timestamp else mtu // 4

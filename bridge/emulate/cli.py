@@ -21,7 +21,7 @@ from bridge.emulate.board import MODES, BoardEmulator
 from bridge.emulate.device import Emulator
 from bridge.emulate.edvs import EdvsEmulator
 from bridge.emulate.faults import Faults
-from bridge.tools import ArgumentParser
+from bridge.tools import ArgumentParser, add_duration
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,12 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an eDVS sensor or spiking board emulator behind a pseudo-terminal.",
         epilog="example: spikebridge emulate edvs --link /tmp/edvs --rate 100000 --baud 12000000"
                "\n         spikebridge run --in 'serial:/tmp/edvs?format=edvs&baud=12000000' ...",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("device", choices=("edvs", "board"))
     p.add_argument("--link", metavar="PATH",
                    help="stable symlink to the pty (kept across unplug/replug)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    add_duration(p, "stop after SECONDS (default: run until stopped)", old=())
     p.add_argument("--stats", action="store_true", help="print counters as JSON at exit")
     p.add_argument("--seed", type=int, default=0, help="random seed (noise, patterns)")
     f = p.add_argument_group("faults")
@@ -54,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--unplug-every", type=float, default=0.0, metavar="S",
                    help="unplug every S seconds")
     f.add_argument("--down", type=float, default=200.0, metavar="MS",
-                   help="how long each unplug lasts (default 200)")
+                   help="how long each unplug lasts")
     e = p.add_argument_group("edvs")
     e.add_argument("--pattern", default="bar", help="bar, random, blink or file:PATH (CSV/npz)")
     e.add_argument("--rate", type=float, default=None,

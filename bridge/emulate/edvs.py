@@ -56,6 +56,8 @@ class EdvsEmulator(Emulator):
         self.biases: dict[int, int] = {}
         self.bias_flushes = 0
         self.events_sent = 0     # events queued for the host
+        self.first_ts_us = -1    # device µs stamp (before truncation) of the first event sent
+        self.last_ts_us = -1     # ... and of the last one
         self.events_dropped = 0  # events lost to a full FIFO (the sensor's own overflow)
         self.bursts: deque[int] = deque(maxlen=100_000)  # when each burst's first events went out
         self._burst = -1
@@ -200,6 +202,9 @@ class EdvsEmulator(Emulator):
         if TIMESTAMP_BYTES[size]:
             start, stop = self.device_us(t0_ns), self.device_us(t1_ns)
             ts = start + (np.arange(fit, dtype=np.int64) * max(stop - start, 0)) // fit
+            if self.first_ts_us < 0:
+                self.first_ts_us = int(ts[0])
+            self.last_ts_us = int(ts[-1])
         self.emit(event_bytes(x, y, p, ts, evsize=size, sync=self.sync))
         self.events_sent += fit
 

@@ -75,6 +75,10 @@ class EndpointSpec:
     source: int | None = None
     codec_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     scheme_options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Where ``neurons`` came from: "url" (given), "sensor" (the format's geometry), "output"
+    # (the rest of the output population from the offset, config.resolve_outputs) or "" (not
+    # given and not yet resolved: it follows from the processor once built).
+    sized_by: str = "url"
 
     @property
     def stream(self) -> bool:
@@ -180,7 +184,8 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
     fmt_cls = _format_class(fmt)
     if fmt_cls is None:
         raise ConfigError(f"format {fmt!r} is not available in this build", key=f"{url}: format")
-    neurons = _int_param(url, "neurons", params.pop("neurons", "0"), 0, 2**32 - 1)
+    neurons_text = params.pop("neurons", None)
+    neurons = 0 if neurons_text is None else _int_param(url, "neurons", neurons_text, 0, 2**32 - 1)
     offset = _int_param(url, "offset", params.pop("offset", "0"), 0, 2**32 - 1)
     if offset + neurons > 2**32:
         raise ConfigError(
@@ -226,12 +231,40 @@ def endpoint_spec(text: str | EndpointURL, role: str, index: int = 0) -> Endpoin
         allow=tuple(allow), keys=keys, source=source,
         codec_options=MappingProxyType(codec_options),
         scheme_options=MappingProxyType(scheme_options),
+        sized_by="url" if neurons_text is not None else "",
     )
-    make_codec(spec)  # validates the codec options and neuron count now, not at open time
+    if neurons_text is None:
+        spec = _sensor_sized(spec, fmt_cls)
+    else:
+        make_codec(spec)  # validates the codec options and neuron count now, not at open time
     try:  # constructing opens nothing: it checks the address and the scheme's own options
         scheme_cls(url, role, spec.scheme_options)
     except ValueError as exc:
         raise ConfigError(str(exc), key=str(url)) from None
+    return spec
+
+
+def _sensor_sized(spec: EndpointSpec, fmt_cls: Any) -> EndpointSpec:
+    """``spec`` without neurons=: sized from the format's sensor geometry where it has one.
+
+    Formats with a geometry expose it on the codec: ``sensor_neurons`` (eDVS) or
+    ``geometry.size`` (spif and Faery's UDP layouts). Other
+    formats are validated with a placeholder population of one; the spec keeps ``neurons`` 0
+    and ``sized_by`` "" for the config to resolve (an output) or refuse (an input).
+    """
+    if not getattr(fmt_cls, "needs_neurons", True):
+        codec = make_codec(spec)
+        size = getattr(codec, "sensor_neurons", None)
+        if size is None:  # the event-camera layouts (bridge/codecs/geometry.py)
+            size = getattr(getattr(codec, "geometry", None), "size", None)
+        if isinstance(size, int) and size > 0:
+            from dataclasses import replace
+
+            return replace(spec, neurons=size, sized_by="sensor")
+        return spec
+    from dataclasses import replace
+
+    make_codec(replace(spec, neurons=1))  # validates the options; the population comes later
     return spec
 
 

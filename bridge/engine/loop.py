@@ -13,11 +13,12 @@ import selectors
 import socket
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, resolve_outputs
 from bridge.endpoints import Endpoint, EndpointSpec, make_codec, open_endpoint
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.pacer import Pacer
@@ -365,7 +366,11 @@ class Bridge:
                 self.inputs.append(
                     InputPort(spec, ep, self.stats.add_input(spec.name), i, cfg.max_age_ns)
                 )
+            pending: list[tuple[int, EndpointSpec]] = []  # populations that follow the processor
             for i, spec in enumerate(cfg.outputs):
+                if not spec.sized_by:
+                    pending.append((i, spec))
+                    continue
                 ep = open_endpoint(spec)
                 self.outputs.append(
                     OutputPort(spec, ep, self.stats.add_output(spec.name), cfg.node, i)
@@ -381,6 +386,8 @@ class Bridge:
                 inputs=n_in, dt_ns=cfg.dt_ns if self.stepped else None,
                 params=cfg.params, on_progress=on_progress,
             )
+            if pending:
+                self._open_followers(pending)
             for out in self.outputs:
                 if out.span.hi > self.output_size:
                     raise ConfigError(
@@ -395,6 +402,18 @@ class Bridge:
             self._close_endpoints()
             raise
         self._opened = True
+
+    def _open_followers(self, pending: list[tuple[int, EndpointSpec]]) -> None:
+        """Open the outputs whose population follows the built processor's output size."""
+        resolved = resolve_outputs([spec for _, spec in pending], self.output_size)
+        specs = list(self.config.outputs)
+        for (i, _), spec in zip(pending, resolved, strict=True):
+            specs[i] = spec
+            port = OutputPort(spec, open_endpoint(spec), self.stats.add_output(spec.name),
+                              self.config.node, i)
+            self.outputs.append(port)
+        self.outputs.sort(key=lambda port: port.index)
+        self.config = replace(self.config, outputs=tuple(specs))
 
     def _open_recorder(self) -> None:
         """Start the recording writer (a thread) now, before the loop may go real-time."""
@@ -484,6 +503,7 @@ class Bridge:
         differs (endpoints, populations, processor, mode, timing) is returned by name.
         """
         old = self.config
+        new = replace(new, outputs=resolve_outputs(new.outputs, self.output_size))
         pending: list[str] = []
         by_name = {s.name: s for s in new.inputs}
         if [s.name for s in new.inputs] != [p.spec.name for p in self.inputs] or [
@@ -514,8 +534,6 @@ class Bridge:
                     "miss_ns", "duration_ns", "repetitions", "queue_frames", "metrics"):
             if getattr(new, key) != getattr(old, key):
                 pending.append(key)
-        from dataclasses import replace
-
         self.config = replace(old, inputs=tuple(p.spec for p in self.inputs),
                               max_age_ns=new.max_age_ns, on_error=new.on_error)
         return pending

@@ -1,7 +1,8 @@
 """Hot-path statistics: plain integers and lists updated in place by the loop.
 
 Nothing here takes a lock, reads a clock or talks to Prometheus. The metrics collector reads
-these objects at scrape time; a torn read of a counter that is being incremented is harmless.
+these objects at scrape time; an input's books are copied between two frames (see
+bridge.service.metrics_process), a torn read of any other counter is harmless.
 """
 
 from __future__ import annotations

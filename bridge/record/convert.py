@@ -35,8 +35,9 @@ from bridge.record.format import (
     header_from_meta,
     header_meta,
 )
+from bridge.record.output import add_output_arguments, prepare
 from bridge.record.sbrfile import SbrWriter, SpikeTable, load_table
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, add_dt, error
 
 PROG = "spikebridge convert"
 CSV_COLUMNS = ("time_s", "endpoint", "source", "seq", "neuron")
@@ -327,46 +328,53 @@ def main(argv: Sequence[str]) -> int:
     or a bad input file."""
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
-        epilog="examples: spikebridge convert run.sbr run.npz --dt-ms 0.1 | "
+        epilog="examples: spikebridge convert run.sbr run.npz --dt 0.1 | "
                "spikebridge convert monitor.npz stimulus.sbr --neurons 100",
     )
     parser.add_argument("input", help="a .sbr, .csv or .npz file, or an event-camera file "
                                       "(.aedat4, .raw, .dat, .es)")
-    parser.add_argument("output", help="the file to create (same suffixes; never overwritten)")
+    parser.add_argument("output", help="the file to create; its suffix picks the format "
+                                       "(the same suffixes)")
     parser.add_argument("--local-ids", action="store_true",
                         help=".npz indices as received, without each endpoint's offset")
-    parser.add_argument("--dt-ms", type=float, default=None, metavar="MS",
-                        help=".npz: snap times to a dt grid and drop repeats within a step "
-                             "(what SpikeGeneratorGroup needs)")
+    add_dt(parser, ".npz: snap times to a dt grid and drop repeats within a step "
+                   "(what SpikeGeneratorGroup needs)", dest="dt_ms")
     parser.add_argument("--name", default="in0",
-                        help="endpoint name for input without one (default in0)")
+                        help="endpoint name for input without one")
     parser.add_argument("--neurons", type=int, default=0,
                         help="population size for input without one (default: max id + 1)")
     parser.add_argument("--source", type=int, default=0,
-                        help="source node for input without one (default 0)")
+                        help="source node for input without one")
     parser.add_argument("--camera-csv", action="store_true",
                         help="a .csv output holds camera events (t,x,y,on, as Faery writes) "
                              "instead of one row per spike")
+    add_output_arguments(parser)
     camera.add_camera_arguments(parser, window_default=0)
     args = parser.parse_args(argv)
     src, dst = Path(args.input), Path(args.output)
     for p in (src, dst):
         if p.suffix.lower() not in SUFFIXES:
             return error(PROG, f"{p}: unknown suffix; expected one of {', '.join(SUFFIXES)}")
-    if dst.exists():
-        return error(PROG, f"{dst} exists; it is never overwritten")
     if args.neurons < 0 or not 0 <= args.source <= 0xFFFFFFFF:
         return error(PROG, "--neurons must be >= 0 and --source in 0..2**32-1")
     if args.dt_ms is not None and (not args.dt_ms > 0 or dst.suffix.lower() != ".npz"):
-        return error(PROG, "--dt-ms must be > 0 and applies to .npz output")
+        return error(PROG, "--dt must be > 0 and applies to .npz output")
     try:
         cam = camera.camera_options(args, args.neurons)
     except ValueError as exc:
         return error(PROG, str(exc))
+    if not src.is_file():
+        return error(PROG, f"cannot read {src}: no such file")
+    problem = prepare(dst, parents=args.parents, force=args.force)
+    if problem is not None:
+        return error(PROG, problem)
     if camera.is_camera_path(src) or camera.is_camera_path(dst, writing=True,
                                                            csv_events=args.camera_csv):
-        return camera.convert(src, dst, cam, prog=PROG, local_ids=args.local_ids,
+        code = camera.convert(src, dst, cam, prog=PROG, local_ids=args.local_ids,
                               csv_events=args.camera_csv)
+        if code == 0 and not args.quiet:
+            print(f"{src} -> {dst}", flush=True)
+        return code
     kw: dict[str, Any] = {}
     if src.suffix.lower() != ".sbr":
         kw = {"name": args.name, "neurons": args.neurons, "source": args.source,
@@ -393,4 +401,7 @@ def main(argv: Sequence[str]) -> int:
     if args.dt_ms is not None and written < len(table.ids):
         print(f"{PROG}: {len(table.ids) - written} repeated spike(s) within one "
               f"{args.dt_ms:g} ms step removed", file=sys.stderr)
+    if not args.quiet:  # on stdout, piped or not
+        unit = "frames" if dst.suffix.lower() == ".sbr" else "spikes"
+        print(f"{src} -> {dst}: {written} {unit}", flush=True)
     return 0

@@ -191,7 +191,9 @@ class Recorder:
         now = self._clock.monotonic_ns()
         self._start_wall_ns = self._clock.wall_ns()
         first = segment_path(self.path, self._start_wall_ns, 0, self._rotating)
-        first.parent.mkdir(parents=True, exist_ok=True)
+        if not first.parent.is_dir():  # the daemon's [record] path makes its own directory
+            first.parent.mkdir(parents=True, exist_ok=True)
+            log.info("created the recording directory %s", first.parent)
         free = self._disk_free(str(first.parent))
         if free < self.min_free_bytes:
             raise OSError(

@@ -20,9 +20,10 @@ from bridge.errors import ConfigError, EndpointError
 from bridge.record import camera
 from bridge.record.config import endpoint_info
 from bridge.record.intake import Intake
+from bridge.record.output import add_output_arguments, prepare
 from bridge.record.progress import ProgressLine, human_rate
 from bridge.record.recorder import Recorder
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, add_duration, error
 
 PROG = "spikebridge record"
 
@@ -35,10 +36,9 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
                "--duration 60",
     )
     parser.add_argument("url", help="endpoint URL to receive on (udp://, mcast://, serial:, ...)")
-    parser.add_argument("file", help="the file to create (never overwritten): .sbr, or an "
-                                     "event-camera file (.aedat4, .raw, .dat, .es, .csv)")
-    parser.add_argument("--duration", type=float, default=0.0, metavar="S",
-                        help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("file", help="the file to create; its suffix picks the format: .sbr, "
+                                     "or an event-camera file (.aedat4, .raw, .dat, .es, .csv)")
+    add_duration(parser, "stop after SECONDS (default: until Ctrl-C)", default=0.0, old=())
     parser.add_argument("--count", type=int, default=0, metavar="N",
                         help="stop after N frames (default: no limit)")
     parser.add_argument("--rotate-mb", type=float, default=0.0, metavar="MB",
@@ -48,20 +48,26 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
     parser.add_argument("--min-free-mb", type=float, default=256.0, metavar="MB",
                         help="stop writing when the disk has less free space (default 256)")
     shown = parser.add_mutually_exclusive_group()
-    shown.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    shown.add_argument("-q", "--quiet", action="store_true", help="no progress line, no summary")
     shown.add_argument("--progress", action="store_true",
                        help="progress line even when stderr is not a terminal")
+    add_output_arguments(parser)
     camera.add_camera_arguments(parser, window=False)
     args = parser.parse_args(argv)
     if args.duration < 0 or args.count < 0 or args.rotate_mb < 0 or args.rotate_s < 0:
         return error(PROG, "--duration, --count, --rotate-mb and --rotate-s must be >= 0")
-    if Path(args.file).exists():
-        return error(PROG, f"{args.file} exists; a recording is never overwritten")
+    is_camera = camera.is_camera_path(args.file, writing=True, csv_events=True)
+    if Path(args.file).suffix.lower() != ".sbr" and not is_camera:
+        return error(PROG, f"{args.file}: unknown suffix; expected .sbr or one of "
+                           f"{', '.join(camera.SUFFIXES)}")
+    problem = prepare(args.file, parents=args.parents, force=args.force)
+    if problem is not None:
+        return error(PROG, problem)
     try:
         spec = endpoint_spec(args.url, "in")
         codec = make_codec(spec)
         recorder: Recorder | camera.CameraRecorder
-        if camera.is_camera_path(args.file, writing=True, csv_events=True):
+        if is_camera:
             if args.rotate_mb or args.rotate_s:
                 return error(PROG, "--rotate-mb and --rotate-s apply to .sbr recordings")
             recorder = camera.recorder_for(args.file, codec, spec.neurons,
@@ -133,6 +139,11 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK) -> int:
         ep.close()
         recorder.close()
         progress.close(line(clock.monotonic_ns()))
+        if not args.quiet:  # on stdout, whatever it is: the progress line is for terminals
+            secs = (clock.monotonic_ns() - start) / 1e9
+            drops = intake.dropped() + recorder.dropped_frames + recorder.lost_frames
+            print(f"{args.file}: {frames} frames, {spikes} spikes in {secs:.1f} s, "
+                  f"{drops} dropped", flush=True)
     lost = recorder.dropped_frames + recorder.lost_frames
     if isinstance(recorder, camera.CameraRecorder) and recorder.error:
         print(f"{PROG}: cannot write {args.file}: {recorder.error}", file=sys.stderr)

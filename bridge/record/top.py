@@ -33,6 +33,7 @@ from bridge.errors import ConfigError, EndpointError
 from bridge.frame import NO_SEQ, IdArray
 from bridge.record.intake import Intake
 from bridge.tools import ArgumentParser, error
+from bridge.tools import metrics_url as tools_metrics_url
 
 PROG = "spikebridge top"
 P = "spikebridge_"
@@ -290,11 +291,12 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
     parser = ArgumentParser(
         prog=PROG, description=__doc__,
         epilog="examples: spikebridge top 'udp://0.0.0.0:5000?format=native' | "
-               "spikebridge top /etc/spikebridge/bridge.toml",
+               "spikebridge top /etc/spikebridge/spikebridge.toml",
     )
     parser.add_argument("target", nargs="?", help="an endpoint URL, or a daemon's config file")
-    parser.add_argument("--metrics", default=None, metavar="URL",
-                        help="scrape this metrics page (default: from the config's [metrics])")
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                        help="scrape this metrics page, HOST:PORT or a URL (default: from the "
+                             "config's [metrics])")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
     parser.add_argument("--iterations", type=int, default=0,
                         help="stop after N redraws (default: until Ctrl-C)")
@@ -305,11 +307,12 @@ def main(argv: Sequence[str], *, clock: Clock = SYSTEM_CLOCK,
         return error(PROG, "--interval must be > 0, --iterations and --top >= 0")
     if args.target is None and args.metrics is None:
         return error(PROG, "give an endpoint URL, a config file or --metrics URL")
-    metrics_url = args.metrics
+    metrics_url: str | None = None
     watch: EndpointWatch | None = None
     sel = selectors.DefaultSelector()
     try:
-        if metrics_url is not None:
+        if args.metrics is not None:  # HOST:PORT or a URL, as --metrics takes everywhere
+            metrics_url = tools_metrics_url(args.metrics)
             check_metrics_url(metrics_url)
         if args.target is not None:
             is_url = args.target.partition(":")[0] in SCHEMES

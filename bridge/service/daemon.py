@@ -27,11 +27,9 @@ from prometheus_client.registry import REGISTRY, CollectorRegistry
 from bridge.config import (
     CLI_SOURCE,
     BridgeConfig,
-    MetricsConfig,
     config_from_flags,
     describe_change,
     load_config,
-    parse_listen,
 )
 from bridge.engine.clock import SYSTEM_CLOCK, Clock
 from bridge.engine.loop import Bridge
@@ -46,7 +44,7 @@ from bridge.service.metrics_process import MetricsProcess
 from bridge.service.notify import Notifier
 from bridge.service.status import StatusLine
 from bridge.service.watchdog import WatchdogConfig, watchdog_usec
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, RawHelpFormatter, error
 
 log = logging.getLogger("spikebridge")
 
@@ -60,17 +58,23 @@ def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
     parser = ArgumentParser(
         prog="spikebridge run",
-        description="Run the bridge: from a TOML config, or from --in/--out URLs with no file.",
+        description="Run the bridge: from a TOML config, or from --in/--out URLs with no file. "
+                    "With a config file, --node, --dt, --duration, --repetitions and --metrics "
+                    "override the file's keys (each override is logged).",
         epilog="examples:\n"
         "  spikebridge run /etc/spikebridge/spikebridge.toml\n"
+        "  spikebridge run examples/cuba.toml --duration 10 --repetitions 3\n"
         "  spikebridge run --in 'udp://0.0.0.0:50001?format=legacy&neurons=100' \\\n"
-        "                  --out 'udp://10.0.0.2:50002?format=legacy&neurons=100'\n"
+        "                  --out 'udp://10.0.0.2:50002?format=legacy'\n"
         "  spikebridge run --in 'udp://127.0.0.1:50001?neurons=100' --out ... \\\n"
         "                  --processor brian2:examples/reflex.py --dt 1 --duration 10\n"
         "\n"
-        "signals: SIGTERM/SIGINT stop cleanly (drain, flush, post-run hook, exit 0);\n"
-        "SIGHUP re-reads the config file and applies the [watchdog] section.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "signals: SIGTERM/SIGINT stop cleanly (drain, flush, post-run hook, exit 0).\n"
+        "SIGHUP re-reads the config file (with the same command-line overrides) and applies\n"
+        "the [watchdog] section and, per input, allow=, key=, source= and the [bridge] keys\n"
+        "max_age_ms and on_error; anything else that changed is named in a warning and\n"
+        "waits for a restart.",
+        formatter_class=RawHelpFormatter,
     )
     parser.add_argument("config", nargs="?", help="TOML config file")
     parser.add_argument("--in", dest="inputs", action="append", default=[], metavar="URL",
@@ -78,37 +82,42 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", dest="outputs", action="append", default=[], metavar="URL",
                         help="output endpoint URL (repeat for several)")
     parser.add_argument("--processor", default="relay", metavar="SPEC",
-                        help=f"{SPEC_GRAMMAR} (default relay)")
-    parser.add_argument("--node", type=int, help="this node's address (default 1)")
-    parser.add_argument("--dt", type=float, metavar="MS", help="step in ms (implies stepped mode)")
-    parser.add_argument("--duration", type=float, metavar="S",
-                        help="seconds per run (default: run until stopped)")
-    parser.add_argument("--repetitions", type=int, metavar="N", help="runs (needs --duration)")
+                        help=f"{SPEC_GRAMMAR} (with --in/--out; a file sets [bridge] processor)")
+    parser.add_argument("--node", type=int,
+                        help="this node's address (default: the file's [bridge] node, else 1)")
+    parser.add_argument("--dt", type=float, metavar="MS",
+                        help="step in ms, implies stepped mode (default: the file's dt_ms, "
+                             "else 1 ms when stepped)")
+    parser.add_argument("--duration", type=float, metavar="SECONDS",
+                        help="seconds per run (default: the file's duration_s, else run "
+                             "until stopped)")
+    parser.add_argument("--repetitions", type=int, metavar="N",
+                        help="runs, needs a duration (default: the file's repetitions, else 1)")
     parser.add_argument("--metrics", metavar="HOST:PORT",
-                        help="serve Prometheus metrics here, e.g. 127.0.0.1:9877 "
-                             "(default: the config's [metrics] listen, else off)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+                        help="serve Prometheus metrics here, HOST:PORT or a URL such as "
+                             "http://127.0.0.1:9877/metrics "
+                             "(default: the file's [metrics] listen, else off)")
+    parser.sets_logging = False  # type: ignore[attr-defined]  # logs.configure does it
     return parser
 
 
 def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, str]:
-    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error, level)."""
+    """Build the config from ``CONFIG.toml`` or from --in/--out flags: (config, error, level).
+
+    With a file, --node, --dt, --duration, --repetitions and --metrics override its keys;
+    ``overridden(cfg)`` then names them for the log.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = args.log_level.upper()
+    level = (args.log_level or ("warning" if args.quiet else "info")).upper()
     try:
         if args.config:
             if args.inputs or args.outputs:
                 return None, "give a CONFIG file or --in/--out URLs, not both", level
-            cfg = load_config(args.config)
-            overrides = {k: v for k, v in (("node", args.node), ("dt", args.dt),
-                         ("duration", args.duration), ("repetitions", args.repetitions)) if v}
-            if overrides:
-                return None, (f"--{next(iter(overrides))} goes with --in/--out; "
-                              "set it in the config file"), level
-            if args.metrics:
-                cfg = replace(cfg, metrics=MetricsConfig(parse_listen(args.metrics, "--metrics")))
+            if args.processor != "relay":
+                return None, ("--processor goes with --in/--out; set [bridge] processor in "
+                              "the config file"), level
+            cfg = load_config(args.config, overrides=_overrides(args))
         else:
             if not args.inputs:
                 return None, "give a CONFIG file, or at least one --in URL", level
@@ -120,6 +129,20 @@ def parse_args(argv: Sequence[str]) -> tuple[BridgeConfig | None, str | None, st
     except ConfigError as exc:
         return None, str(exc), level
     return cfg, None, level
+
+
+# --flag -> the [bridge] key it overrides (--metrics overrides [metrics] listen).
+OVERRIDES = {"node": "node", "dt": "dt_ms", "duration": "duration_s",
+             "repetitions": "repetitions"}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The file keys the command line sets: {"bridge.dt_ms": 0.5, "metrics.listen": ...}."""
+    got: dict[str, object] = {f"bridge.{key}": getattr(args, flag)
+                              for flag, key in OVERRIDES.items() if getattr(args, flag) is not None}
+    if args.metrics is not None:
+        got["metrics.listen"] = args.metrics
+    return got
 
 
 class StartupProgress:
@@ -168,7 +191,7 @@ class Reloader:
             log.info("reload: started from --in/--out, there is no config file to re-read")
             return
         try:
-            new = load_config(old.source)
+            new = load_config(old.source, overrides={k: v for k, (_, v) in old.overridden.items()})
         except ConfigError as exc:
             log.error("reload: %s; keeping the running config", exc)
             return
@@ -313,6 +336,9 @@ def main(argv: Sequence[str]) -> int:
     if cfg is None:
         return error("spikebridge run", problem or "bad arguments")
     setup = logs.configure(level)
+    for key, (was, now) in cfg.overridden.items():
+        log.info("command line overrides %s: %s -> %s", key,
+                 "(not set)" if was is None else was, now)
     try:
         return run(cfg)
     finally:

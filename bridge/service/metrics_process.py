@@ -50,6 +50,8 @@ _ASK = struct.Struct("!cI")     # b"?" and the request's number
 _REPLY = struct.Struct("!II")   # the request's number and the JSON's length
 SNAPSHOT_TIMEOUT_S = 2.0  # a daemon that cannot answer this fast is reported as a failed scrape
 START_TIMEOUT_S = 30.0
+BOOKS_TRIES = 100       # copies of one input's counters before a torn one is exported as is
+BOOKS_RETRY_S = 0.0002  # between two copies: the loop finishes the frame it is booking
 
 
 # -- the snapshot (daemon side) -----------------------------------------------------------------
@@ -88,6 +90,25 @@ def _unplain(value: Any) -> Any:
     return {k: _unplain(v) for k, v in value.items()}
 
 
+def _books(ep: EndpointStats) -> Any:
+    """An input's counters copied between two frames, so that its books balance.
+
+    The loop books a frame in two steps (received, then accepted or a drop reason), and this
+    thread may hold the interpreter between them: such a copy shows one frame received and
+    neither accepted nor dropped. Copy again, after letting the loop finish its frame, until
+    the books balance; a copy that still does not after BOOKS_TRIES is exported as it is
+    (books that never balance are a bug to show, not to hide).
+    """
+    doc = _plain(ep)
+    for _ in range(BOOKS_TRIES):
+        fields = doc["__ep__"]
+        if fields["frames"] == fields["accepted"] + sum(fields["drops"]):
+            break
+        time.sleep(BOOKS_RETRY_S)  # without the interpreter lock: the loop runs on
+        doc = _plain(ep)
+    return doc
+
+
 def snapshot(stats: BridgeStats) -> bytes:
     """The counters of ``stats`` and the interpreter's GC stats, now, as JSON bytes.
 
@@ -99,7 +120,7 @@ def snapshot(stats: BridgeStats) -> bytes:
         if name in ("inputs", "outputs"):
             doc[name] = []
             for ep in list(value):  # let go of the interpreter between endpoints
-                doc[name].append(_plain(ep))
+                doc[name].append(_books(ep) if name == "inputs" else _plain(ep))
                 os.sched_yield()
         elif name != "recorder":
             doc[name] = _plain(value)

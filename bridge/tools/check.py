@@ -10,18 +10,34 @@ never compiles.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
-from bridge.config import load_config
+from bridge.config import load_config, resolve_outputs, unresolved
+from bridge.endpoints import EndpointSpec
 from bridge.errors import ConfigError
 from bridge.tools import ArgumentParser, error
 
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge check", description=__doc__)
+    parser = ArgumentParser(prog="spikebridge check", description=__doc__,
+                            epilog="example: spikebridge check /etc/spikebridge/spikebridge.toml")
     parser.add_argument("config", help="path to a TOML config file")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing when valid")
     return parser
+
+
+SIZED_BY = {"url": "neurons=", "sensor": "from the sensor geometry",
+            "output": "the rest of the output population from its offset"}
+
+
+def population(spec: EndpointSpec) -> str:
+    """The resolved population of ``spec`` and where it came from, for the summary."""
+    if not spec.sized_by:
+        return (f"neurons {spec.offset}.. (the rest of the processor's output population, "
+                "known once its network is built)")
+    return (f"neurons {spec.offset}..{spec.offset + spec.neurons - 1} ({spec.neurons}, "
+            f"{SIZED_BY.get(spec.sized_by, spec.sized_by)})")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -33,6 +49,8 @@ def main(argv: Sequence[str]) -> int:
         from bridge.preflight import preflight
 
         plan = preflight(cfg)
+        if plan.outputs is not None and unresolved(cfg):  # sized by the built network
+            cfg = replace(cfg, outputs=resolve_outputs(cfg.outputs, plan.outputs))
     except ConfigError as exc:
         return error("spikebridge check", str(exc))
     if not args.quiet:
@@ -42,8 +60,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"{args.config}: ok: node {cfg.node}, {mode}, processor {cfg.processor} "
               f"({plan.inputs} inputs, {outs})")
         for spec in (*cfg.inputs, *cfg.outputs):
-            print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  "
-                  f"[{spec.offset}..{spec.offset + spec.neurons - 1}]")
+            print(f"  {spec.role:<3} {spec.name:<12} {spec.url}  {population(spec)}")
         if cfg.metrics.listen:
             print(f"  metrics on {cfg.metrics.listen[0]}:{cfg.metrics.listen[1]}")
     return 0

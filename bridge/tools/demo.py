@@ -4,7 +4,7 @@ Two simulated peers send to a stepped bridge: a "retina" (native frames, 64 neur
 numbers and send times) and a "legacy" BrianConnectUDP-style peer (dense frames, 32 neurons
 at offset 64). A reflex step function maps the 96 inputs onto 16 "motor" neurons, which go
 out to a third peer. Once a second it prints rates, the books, lateness and latency; the
-Prometheus endpoint serves the same figures. Ends after --seconds or on Ctrl-C.
+Prometheus endpoint serves the same figures. Ends after --duration or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from bridge.engine.loop import Bridge
 from bridge.engine.stats import BridgeStats, Histogram
 from bridge.errors import ConfigError, EndpointError
 from bridge.frame import IdArray, SpikeFrame
-from bridge.tools import ArgumentParser, error
+from bridge.tools import ArgumentParser, add_dt, add_duration, error
 
 SENSORS, LEGACY, MOTORS = 64, 32, 16
 BLOCK = (SENSORS + LEGACY) // MOTORS
@@ -144,12 +144,15 @@ def line(stats: BridgeStats, peers: Peers, elapsed: float) -> str:
 
 def build_parser() -> ArgumentParser:
     """The command's argument parser (for main, the man page and shell completion)."""
-    parser = ArgumentParser(prog="spikebridge demo", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0, help="how long (0: until Ctrl-C)")
+    parser = ArgumentParser(prog="spikebridge demo", description=__doc__,
+                            epilog="example: spikebridge demo --duration 5 "
+                                   "--metrics 127.0.0.1:9108")
+    add_duration(parser, "how long (0: until Ctrl-C)", dest="seconds", default=10.0)
     parser.add_argument("--rate", type=float, default=20.0, help="sensor firing rate, Hz")
-    parser.add_argument("--dt", type=float, default=1.0, help="bridge step, ms")
-    parser.add_argument("--metrics", default="127.0.0.1:9108",
-                        help="where to serve Prometheus metrics ('' for none; port 0: any)")
+    add_dt(parser, "bridge step", default=1.0, old=())
+    parser.add_argument("--metrics", default="127.0.0.1:9108", metavar="HOST:PORT",
+                        help="serve Prometheus metrics here, HOST:PORT or a URL ('' for "
+                             "none; port 0: any)")
     return parser
 
 
@@ -159,7 +162,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     prog = "spikebridge demo"
     if not (args.seconds >= 0 and args.rate > 0 and args.dt > 0):
-        return error(prog, "--seconds must be >= 0, --rate and --dt > 0")
+        return error(prog, "--duration must be >= 0, --rate and --dt > 0")
     motor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     motor.bind(("127.0.0.1", 0))
     motor_port = motor.getsockname()[1]

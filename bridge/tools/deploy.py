@@ -130,8 +130,9 @@ def main(argv: Sequence[str]) -> int:
             _write(out / rel, text.encode())
     except OSError as exc:
         return error(PROG, f"cannot write into {out}: {exc}")
-    print(f"wrote {len(targets)} files into {out}: deploy/ (units, sysusers.d, tmpfiles.d, udev, "
-          f"prometheus, grafana, config), examples/, share/ (man page, completions)")
+    if not args.quiet:
+        print(f"wrote {len(targets)} files into {out}: deploy/ (units, sysusers.d, tmpfiles.d, "
+              f"udev, prometheus, grafana, config), examples/, share/ (man page, completions)")
     return 0
 
 

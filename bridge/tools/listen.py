@@ -16,7 +16,7 @@ from typing import Any
 from bridge.endpoints import endpoint_spec, make_codec, open_endpoint
 from bridge.errors import ConfigError, DecodeError, EndpointError
 from bridge.frame import SpikeFrame
-from bridge.tools import ArgumentParser, StopFlag, error
+from bridge.tools import ArgumentParser, StopFlag, add_duration, add_json, error, json_stream
 
 
 def _frames(codec: Any, stream: bool, data: Any) -> tuple[list[SpikeFrame], list[str]]:
@@ -48,19 +48,19 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("url", help="endpoint URL to receive on")
     parser.add_argument("--count", type=int, default=0, help="stop after N frames (0: never)")
-    parser.add_argument("--timeout", type=float, default=0.0,
-                        help="stop after S seconds (0: never)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_duration(parser, "stop after SECONDS (0: never)", dest="timeout", default=0.0,
+                 old=("--timeout",))
+    add_json(parser, "one object per frame, one per line,")
     return parser
 
 
 def main(argv: Sequence[str]) -> int:
-    """Print frames until ``--count`` frames, ``--timeout`` seconds or Ctrl-C."""
+    """Print frames until ``--count`` frames, ``--duration`` seconds or Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = "spikebridge listen"
     if args.count < 0 or args.timeout < 0:
-        return error(prog, "--count and --timeout must be >= 0")
+        return error(prog, "--count and --duration must be >= 0")
     try:
         spec = endpoint_spec(args.url, "in")
         ep = open_endpoint(spec)
@@ -75,7 +75,7 @@ def main(argv: Sequence[str]) -> int:
     deadline = time.monotonic() + args.timeout if args.timeout else None
     drops: Counter[str] = Counter()
     count = 0
-    out = sys.stdout
+    out = json_stream(args.json) if args.json else sys.stdout
     try:
         while not stop and (not args.count or count < args.count):
             wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
@@ -115,8 +115,11 @@ def main(argv: Sequence[str]) -> int:
     finally:
         sel.close()
         ep.close()
+        if out is not sys.stdout:
+            out.close()
     summary = f"{count} frame(s)"
     if drops:
         summary += "; dropped: " + ", ".join(f"{r}={n}" for r, n in sorted(drops.items()))
-    print(summary, file=sys.stderr)
+    if not args.quiet:
+        print(summary, file=sys.stderr)
     return 1 if failed else 0

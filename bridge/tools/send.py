@@ -76,6 +76,7 @@ def main(argv: Sequence[str]) -> int:
             n += 1
     finally:
         ep.close()
-    print(f"sent {sent} datagram(s) in {n} frame(s)"
-          + (f", {refused} refused by the kernel" if refused else ""), file=sys.stderr)
+    if not args.quiet or refused:
+        print(f"sent {sent} datagram(s) in {n} frame(s)"
+              + (f", {refused} refused by the kernel" if refused else ""), file=sys.stderr)
     return 0 if not refused else 1

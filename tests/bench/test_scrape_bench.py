@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_short_run_scrapes_only_in_the_scraped_phases(capsys) -> None:
-    assert main(["--seconds", "0.6", "--rounds", "1", "--rate", "10", "--endpoints", "2",
+    assert main(["--duration", "0.6", "--rounds", "1", "--rate", "10", "--endpoints", "2",
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     quiet, scraped = sorted(result["phases"], key=lambda p: p["scraped"])

@@ -269,3 +269,24 @@ def test_fuzz_long(data: bytes, evsize: int, sync: int, chunk: int, polarity: st
         codec.feed(data[i:i + chunk], now_ns=i * 10_000)
         drain(codec)
     assert codec.buffered() < chunk + 8 * evsize + 200
+
+
+def test_idle_gap_wraps_survive_a_late_read_before_the_gap() -> None:
+    # A loaded host reads the burst before the gap 45 ms late and the one after it on time:
+    # the arrival times understate the gap by more than half a wrap period (32.8 ms). Bytes
+    # never arrive before they are stamped, so the wraps still come out right.
+    period = 1 << 16
+    codec = EdvsCodec(evsize=4, lock=2)
+    codec.feed(event_bytes([1, 1], [1, 1], [0, 0], [1000, 1100], evsize=4), now_ns=1_200_000)
+    drain(codec)
+    codec.feed(event_bytes([1], [1], [0], [2000], evsize=4), now_ns=2_000_000 + 45_000_000)
+    assert drain(codec)[2] == [2000]
+    t_dev = 2000 + 300_000  # 300 ms idle, then a burst read at once
+    codec.feed(event_bytes([1], [1], [0], [t_dev % period], evsize=4),
+               now_ns=(t_dev + 200) * 1000)
+    assert drain(codec)[2] == [t_dev]
+    # ... and a burst read 50 ms late after the next gap.
+    t_dev2 = t_dev + 250_000
+    codec.feed(event_bytes([1], [1], [0], [t_dev2 % period], evsize=4),
+               now_ns=(t_dev2 + 50_000) * 1000)
+    assert drain(codec)[2] == [t_dev2]

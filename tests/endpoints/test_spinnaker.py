@@ -584,7 +584,7 @@ def test_spikebridge_listen_prints_a_populations_atoms(tmp_path: Path, notify: i
     db = Db({"pop": Pop(KEYS, lpg=("127.0.0.1", lpg_port, 1))}).write(tmp_path / "l.db")
     proc = subprocess.Popen(spikebridge_cmd(
         "listen", f"spinnaker://pop?notify=127.0.0.1:{notify}&neurons=8", "--json",
-        "--count", "1", "--timeout", "60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        "--count", "1", "--duration", "60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     tc = Toolchain(notify)
     board = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

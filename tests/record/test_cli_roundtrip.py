@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -59,12 +60,16 @@ def test_record_replay_listen_keeps_ids_and_order(tmp_path: Path) -> None:
     finally:
         recorder.kill()
     assert recorder.returncode == 0, err
-    assert out == b"" and err == b""  # quiet when piped
+    # Piped: no progress line on stderr, and the one summary line on stdout.
+    spikes = sum(len(frame_ids(i)) for i in range(N))
+    assert err == b"" and re.fullmatch(
+        rf"{re.escape(str(path))}: {N} frames, {spikes} spikes in [0-9.]+ s, 0 dropped\n",
+        out.decode())
     recorded = list(SbrReader(path).spikes())
     assert [r.frame.ids.tolist() for r in recorded] == [frame_ids(i) for i in range(N)]
 
     listener = cli("listen", f"udp://127.0.0.1:{out_port}?format=native", "--json",
-                   "--count", str(N), "--timeout", "60")
+                   "--count", str(N), "--duration", "60")
     try:
         assert listener.stderr is not None
         assert b"listening on" in listener.stderr.readline()

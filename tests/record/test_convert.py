@@ -95,7 +95,7 @@ def test_dt_option(tmp_path: Path) -> None:
     src = tmp_path / "in.npz"
     np.savez(src, indices=np.array([1, 1, 2, 1]), times=np.array([0.0101, 0.0104, 0.0104, 0.02]))
     out = tmp_path / "out.npz"
-    assert main([str(src), str(out), "--dt-ms", "1"]) == 0
+    assert main([str(src), str(out), "--dt", "1"]) == 0
     with np.load(out) as data:
         assert data["indices"].tolist() == [1, 2, 1]
         assert np.allclose(data["times"], [0.010, 0.010, 0.020])
@@ -129,4 +129,4 @@ def test_bad_input_is_reported(tmp_path: Path, sample_sbr: Path) -> None:
 def test_bad_arguments_exit_2(tmp_path: Path, sample_sbr: Path) -> None:
     assert main([str(sample_sbr), str(tmp_path / "x.txt")]) == 2
     assert main([str(sample_sbr), str(sample_sbr)]) == 2  # never overwrites
-    assert main([str(sample_sbr), str(tmp_path / "x.csv"), "--dt-ms", "1"]) == 2
+    assert main([str(sample_sbr), str(tmp_path / "x.csv"), "--dt", "1"]) == 2

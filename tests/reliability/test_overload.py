@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_twice_the_relay_throughput_for_a_minute(tmp_path: Path, budget: float) -> None:
     seconds = max(3.0, 60.0 * budget)
     out = tmp_path / "overload.json"
-    code = overload.main(["--seconds", f"{seconds:g}", "--json", str(out)])
+    code = overload.main(["--duration", f"{seconds:g}", "--json", str(out)])
     fig = json.loads(out.read_text())
     failed = [what for what, ok in fig["verdicts"].items() if not ok]
     assert code == 0 and not failed, f"{failed}\n{json.dumps(fig, indent=1)}"

@@ -106,6 +106,17 @@ class Host:
         """Plug or unplug this host's cable at the switch."""
         ip("-n", self.lab.switch, "link", "set", self.port, "up" if up else "down")
 
+    def carrier(self) -> bool:
+        """True once both ends of the cable are operationally up (forwarding again).
+
+        Unplugging takes effect inside ``link(False)``; after ``link(True)`` the kernel
+        brings the carrier up later, from a worker (linkwatch) that a loaded machine runs
+        late: the switch port forwards, and this host's eth0 sends, only from then on.
+        """
+        ends = (("-n", self.lab.switch, "-o", "link", "show", self.port),
+                ("-n", self.ns, "-o", "link", "show", "eth0"))
+        return all(" state UP " in ip(*end) for end in ends)
+
 
 class Lab:
     """The switch and the hosts; ``close`` tears everything down."""

@@ -19,6 +19,7 @@ import pytest
 from bridge.bench.probe import Blaster, Metrics
 from bridge.codecs.legacy import LegacyCodec
 from bridge.frame import SpikeFrame
+from bridge.testing import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.integration]
 
@@ -73,6 +74,27 @@ def scrape_all(lab: Any) -> dict[str, Metrics]:
     return {name: h.scrape() for name, h in lab.hosts.items()}
 
 
+def _traffic(scrapes: dict[str, Metrics]) -> list[float]:
+    return [sum(m.matching(f"spikebridge_frames_{what}_total").values())
+            for m in scrapes.values() for what in ("received", "sent")]
+
+
+def scrape_settled(lab: Any, timeout: float = 20.0) -> dict[str, Metrics]:
+    """Every host's metrics once no frame moved between two scrapes 0.3 s apart (the last
+    frames have gone through every hop, however late a loaded machine runs the loops)."""
+    last = [scrape_all(lab)]
+
+    def still() -> bool:
+        time.sleep(0.3)
+        now = scrape_all(lab)
+        done = _traffic(now) == _traffic(last[0])
+        last[0] = now
+        return done
+
+    assert wait_for(still, timeout=timeout, interval=0), "traffic never settled"
+    return last[0]
+
+
 def delta(after: Metrics, before: Metrics, name: str, **labels: str) -> int:
     return int(after.get(name, 0.0, **labels) - before.get(name, 0.0, **labels))
 
@@ -115,8 +137,7 @@ def test_nominal_rate_loses_nothing_and_measures_one_way_latency(lab: Any) -> No
     before = scrape_all(lab)
     gen = Blaster("127.0.0.1", GEN_PORT, frames(), rate=RATE, seconds=2.0,
                   via=lab.hosts["sensor"].via).wait()
-    time.sleep(0.5)
-    after = scrape_all(lab)
+    after = scrape_settled(lab)
     n = gen.sent
     s, b, m, a = (after[k] for k in ("sensor", "brain", "monitor", "actuator"))
     sb, bb, mb, ab = (before[k] for k in ("sensor", "brain", "monitor", "actuator"))
@@ -146,28 +167,41 @@ def test_a_pulled_cable_is_survived_counted_and_recovered(lab: Any) -> None:
                   via=lab.hosts["sensor"].via)
     try:
         time.sleep(1.0)
-        brain.link(False)
+        before_cut = time.monotonic()
+        brain.link(False)  # the switch port stops forwarding within this call
         cut = time.monotonic()
         time.sleep(2.0)
     finally:
+        plug = time.monotonic()
         brain.link(True)
-    down = time.monotonic() - cut
+    # Forwarding resumes when the carrier is up again, some time after the call returns
+    # (later on a loaded machine): the cable was out at least plug - cut and at most
+    # back - before_cut.
+    assert wait_for(brain.carrier, timeout=10.0, interval=0.005), "the link did not come back"
+    back = time.monotonic()
+    shortest, longest = plug - cut, back - before_cut
     gen.wait(30)
-    time.sleep(0.5)
-    after = scrape_all(lab)
+    after = scrape_settled(lab)
     assert all(h.daemon.alive() for h in lab.hosts.values())
     n = gen.sent
     b, m, a = after["brain"], after["monitor"], after["actuator"]
     bb, mb, ab = before["brain"], before["monitor"], before["actuator"]
     got = received(b, bb, "sensor")
     gap = lost(b, bb, "sensor")
-    print(f"cable out {down:.2f} s: monitor {received(m, mb, 'sensor')} of {n}, brain {got}, "
-          f"gap counted {gap}")
+    print(f"cable out {shortest:.2f}..{longest:.2f} s (carrier back {back - plug:.3f} s after "
+          f"the plug): monitor {received(m, mb, 'sensor')} of {n}, brain {got}, gap counted {gap}")
     assert received(m, mb, "sensor") == n and lost(m, mb, "sensor") == 0
     assert gap == n - got  # every frame the brain missed is counted, from the sequence numbers
-    assert 0.85 * RATE * down <= gap <= 1.15 * RATE * down
+    assert 0.85 * RATE * shortest <= gap <= 1.15 * RATE * longest
     assert got >= 0.8 * (n - gap)  # before and after the cut
-    assert sent(b, bb, "act") == got  # and it recovered: the rest went on to the actuator
-    assert received(a, ab, "brain") == got and lost(a, ab, "brain") == 0
+    # And it recovered: the rest went on to the actuator. The brain's eth0 can come back a
+    # little after its switch port (the kernel's link-up work, late on a loaded machine), and
+    # its first sends then fail (no neighbour yet): each is counted as send_failed, and shows
+    # at the actuator as a sequence gap.
+    failed = sum(b.dropped("act").values()) - sum(bb.dropped("act").values())
+    assert sent(b, bb, "act") + failed == got, b.dropped("act")
+    assert failed < RATE * 1.0  # the output came back within a second of the link
+    assert received(a, ab, "brain") == sent(b, bb, "act")
+    assert lost(a, ab, "brain") == failed
     assert b.get("spikebridge_endpoint_up", endpoint="sensor") == 1
     assert_books(after)

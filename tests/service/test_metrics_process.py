@@ -173,3 +173,41 @@ def test_a_late_snapshot_fails_its_scrape_and_never_answers_a_later_one() -> Non
         t.join(timeout=5)
         child_end.close()
         daemon_end.close()
+
+
+def test_a_snapshot_taken_mid_frame_still_balances_the_books() -> None:
+    # The loop books a frame in two steps (received first, then accepted or a drop reason),
+    # and the snapshot thread can run between them. Here another thread books frames as the
+    # loop does, switching the interpreter as often as it can; every snapshot must balance.
+    import sys
+    import threading
+
+    st = BridgeStats()
+    cam = st.add_input("cam")
+    stop = threading.Event()
+
+    def loop() -> None:
+        n = 0
+        while not stop.is_set():
+            cam.frames += 1
+            n += 1  # the decode and the checks, between the two halves of the booking
+            if n % 7:
+                cam.accepted += 1
+            else:
+                cam.drops[0] += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        torn = 0
+        for _ in range(300):
+            got = restore(snapshot(st))[0].inputs[0]
+            torn += got.frames != got.accepted + sum(got.drops)
+        assert cam.frames > 0
+        assert torn == 0
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)

@@ -18,8 +18,9 @@ MAN = shutil.which("man")
 
 
 def options(parser: argparse.ArgumentParser, help: bool = True) -> list[str]:
+    """The options a user is shown (hidden deprecated spellings are not)."""
     return [o for a in parser._actions for o in a.option_strings
-            if help or not isinstance(a, argparse._HelpAction)]
+            if (help or not isinstance(a, argparse._HelpAction)) and a.help != argparse.SUPPRESS]
 
 
 def subcommands(parser: argparse.ArgumentParser) -> list[str]:
